@@ -1,0 +1,47 @@
+"""Shared fixtures: tiny image folders, the real assets in ../shared, composed configs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+CAFFE_VGG = SHARED / "vgg16" / "vgg16_caffe_to_relu4_3.pth"
+CAFFE_VGG_FULL = SHARED / "vgg16" / "vgg16_caffe_features.pth"
+
+
+def write_photo(path: Path, size=(40, 30), seed: int = 0, mode: str = "RGB") -> Path:
+    """A smooth random image (gradients + noise) so crops and losses are non-trivial."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    yy, xx = np.mgrid[0:h, 0:w]
+    base = np.stack([xx * 255 / max(w, 1), yy * 255 / max(h, 1), (xx + yy) * 127 / max(w + h, 1)], -1)
+    arr = np.clip(base + rng.normal(0, 30, base.shape), 0, 255).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).convert(mode).save(path)
+    return path
+
+
+@pytest.fixture
+def photo_dir(tmp_path: Path) -> Path:
+    """12 small photos in nested folders, like a real dataset."""
+    root = tmp_path / "photos"
+    for i in range(12):
+        sub = root / ("a" if i % 2 else "b/c")
+        write_photo(sub / f"img{i:02d}.jpg", size=(48 + 4 * i, 40 + 2 * i), seed=i)
+    return root
+
+
+@pytest.fixture
+def style_file(tmp_path: Path) -> Path:
+    return write_photo(tmp_path / "style.png", size=(64, 48), seed=99)
+
+
+def require(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"{path} not present")
+    return path

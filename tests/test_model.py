@@ -1,0 +1,51 @@
+import pytest
+import torch
+
+from transformer_net.model import TransformerNet
+
+
+def test_parameter_count_matches_johnson():
+    assert sum(p.numel() for p in TransformerNet().parameters()) == 1_679_235
+
+
+@pytest.mark.parametrize("h,w", [(1, 1), (5, 7), (31, 17), (64, 64), (33, 100)])
+def test_output_has_exactly_the_input_size(h, w):
+    net = TransformerNet(channels=(8, 16, 16), num_residual=1)
+    y = net(torch.rand(2, 3, h, w) * 255)
+    assert y.shape == (2, 3, h, w)
+    assert torch.isfinite(y).all()
+
+
+def test_widths_and_blocks_configurable():
+    net = TransformerNet(channels=(16, 32, 64), num_residual=3)
+    assert hasattr(net, "res3") and not hasattr(net, "res4")
+    assert net.conv3.conv2d.out_channels == 64
+    assert net.config == {"channels": [16, 32, 64], "num_residual": 3}
+    assert TransformerNet(**net.config).state_dict().keys() == net.state_dict().keys()
+
+
+def test_no_transposed_convolutions_and_instance_norm():
+    net = TransformerNet()
+    kinds = {type(m).__name__ for m in net.modules()}
+    assert "ConvTranspose2d" not in kinds
+    norms = [m for m in net.modules() if isinstance(m, torch.nn.InstanceNorm2d)]
+    assert len(norms) == 5 + 2 * 5 and all(m.affine for m in norms)
+
+
+def test_multiple_of_four_is_not_padded():
+    # Padding is a no-op at training sizes: same result as calling the layers directly.
+    net = TransformerNet(channels=(8, 16, 16), num_residual=1).eval()
+    x = torch.rand(1, 3, 16, 20) * 255
+    y = net.relu(net.in1(net.conv1(x)))
+    y = net.relu(net.in2(net.conv2(y)))
+    y = net.relu(net.in3(net.conv3(y)))
+    y = net.res1(y)
+    y = net.relu(net.in4(net.deconv1(y)))
+    y = net.relu(net.in5(net.deconv2(y)))
+    torch.testing.assert_close(net(x), net.deconv3(y))
+
+
+@pytest.mark.parametrize("bad", [dict(channels=(8, 16)), dict(num_residual=-1)])
+def test_invalid_arguments(bad):
+    with pytest.raises(ValueError):
+        TransformerNet(**bad)

@@ -1,0 +1,132 @@
+"""Train one style model (Johnson et al. 2016) with Lightning, configured by Hydra.
+
+    python train.py experiment=quickstart                 # minutes on a CPU
+    python train.py style=the_scream data.root=data/coco/train2014
+    python train.py style=custom style.image=painting.jpg style.name=mine
+    python train.py style=wave ckpt_path=last             # resume
+    python train.py --help                                # all config groups
+
+Everything a run writes goes to ``output_dir`` (outputs/<style> by default):
+TensorBoard logs, checkpoints, the model file for stylize.py and a preview.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+
+import hydra
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from transformer_net.checkpoint import ModelFileError, save_model_file
+from transformer_net.data import DataError
+from transformer_net.download import DownloadError, fetch_file
+from transformer_net.image import ImageError, load_image
+from transformer_net.module import write_preview
+from transformer_net.vgg import VGGWeightsError
+
+log = logging.getLogger("transformer_net.train")
+# Errors caused by the user's input: reported as one line, no traceback.
+USER_ERRORS = (
+    DataError,
+    DownloadError,
+    ImageError,
+    ModelFileError,
+    VGGWeightsError,
+    OmegaConfBaseException,
+    ValueError,
+    FileNotFoundError,
+)
+
+
+def train(cfg: DictConfig) -> dict[str, Path]:
+    """Train as configured; returns the paths of the model file, last checkpoint and logs."""
+    output_dir = Path(cfg.output_dir)
+    # Check every input before building a network or touching a GPU.
+    cfg.style.image = str(resolve_style_image(cfg.style))
+    load_image(cfg.style.image)  # readable?
+    vgg_weights = str(cfg.loss.vgg_weights)
+    if vgg_weights not in ("imagenet", "random") and not Path(vgg_weights).is_file():
+        raise VGGWeightsError(f"{vgg_weights}: VGG-16 weights file not found (loss.vgg_weights)")
+    ckpt_path = resolve_ckpt_path(cfg.ckpt_path, output_dir)
+
+    pl.seed_everything(cfg.seed, workers=True)
+    datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.find_files()
+    module = hydra.utils.instantiate(cfg.module)
+    callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    loggers = [hydra.utils.instantiate(c) for c in (cfg.get("logger") or {}).values()]
+    trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
+    for logger in trainer.loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+
+    result = {"output_dir": output_dir, "checkpoint": output_dir / "checkpoints" / "last.ckpt"}
+    if trainer.is_global_zero:
+        if not result["checkpoint"].exists():
+            trainer.save_checkpoint(result["checkpoint"])
+        meta = {
+            "style": cfg.style.name,
+            "style_image": cfg.style.image,
+            "global_step": int(trainer.global_step),
+            "image_size": int(cfg.data.image_size),
+            "loss": OmegaConf.to_container(cfg.loss, resolve=True),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
+        result["model_file"] = save_model_file(module.transformer, cfg.model_file, meta=meta)
+        result["preview"] = write_preview(
+            module.transformer, datamodule.val_files or datamodule.train_files[:4],
+            output_dir / "preview.jpg", image_size=int(cfg.data.image_size),
+        )  # fmt: skip
+        log.info("model file: %s", result["model_file"])
+        log.info("preview: %s", result["preview"])
+    return result
+
+
+def resolve_style_image(style: DictConfig) -> Path:
+    """The style config's image path, downloading ``style.url`` once if no path is set."""
+    if style.get("image"):
+        path = Path(style.image).expanduser()
+        if not path.is_file():
+            raise ImageError(f"{path}: style image not found (style.image)")
+        return path
+    if not style.get("url"):
+        raise ValueError(f"style {style.name!r} has neither style.image nor style.url")
+    suffix = Path(str(style.url)).suffix or ".jpg"
+    return fetch_file(str(style.url), name=f"{style.name}{suffix}", subdir="styles")
+
+
+def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
+    """``last`` -> <output_dir>/checkpoints/last.ckpt if it exists (else a fresh start)."""
+    if ckpt_path in (None, ""):
+        return None
+    if ckpt_path == "last":
+        last = output_dir / "checkpoints" / "last.ckpt"
+        if last.is_file():
+            return str(last)
+        log.warning("no checkpoint at %s: starting a new run", last)
+        return None
+    if not Path(ckpt_path).is_file():
+        raise FileNotFoundError(f"{ckpt_path}: checkpoint not found (ckpt_path)")
+    return str(ckpt_path)
+
+
+@hydra.main(version_base="1.3", config_path="configs", config_name="train")
+def main(cfg: DictConfig) -> None:
+    torch.set_float32_matmul_precision("high")
+    try:
+        train(cfg)
+    except USER_ERRORS as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,183 @@
+"""Training data: any folder of photos, searched recursively (e.g. COCO train2014).
+
+Johnson et al. 2016 train on the 80k COCO 2014 training images resized to 256x256.
+Here each photo's shorter side is resized to ``image_size`` and a square crop is
+taken (random for training, centered for validation). Grayscale and CMYK JPEGs
+(COCO has both) are converted to RGB. A file that cannot be decoded is skipped
+with a warning, counted, and replaced by the next readable file, so one bad image
+never ends an epoch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from .image import list_images, pil_to_tensor
+
+log = logging.getLogger(__name__)
+# How many consecutive unreadable files a sample may skip before the data is
+# declared broken (a folder of mostly bad files is a configuration error).
+MAX_CONSECUTIVE_FAILURES = 50
+
+
+class DataError(ValueError):
+    """The training data is missing or unusable; the message names the folder."""
+
+
+class ImageFolderDataset(Dataset):
+    """Square crops of photos as (3, S, S) uint8 tensors, RGB 0-255.
+
+    Items are ``(image, skipped)`` where ``skipped`` counts the unreadable files
+    passed over to produce this image (summed into a metric by the trainer).
+    """
+
+    def __init__(self, *, files: list[Path], image_size: int, train: bool):
+        if not files:
+            raise DataError("no image files given")
+        self.files = list(files)
+        self.image_size = int(image_size)
+        self.train = train
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        for skipped in range(min(MAX_CONSECUTIVE_FAILURES, len(self.files))):
+            path = self.files[(index + skipped) % len(self.files)]
+            try:
+                return self._load(path), skipped
+            except Exception as e:  # truncated JPEG, not an image, I/O error, ...
+                log.warning("skipping unreadable image %s (%s)", path, str(e).strip() or type(e).__name__)
+        raise DataError(
+            f"{self.files[index]}: this and the next {MAX_CONSECUTIVE_FAILURES - 1} images "
+            "are all unreadable; check the data folder"
+        )
+
+    def _load(self, path: Path) -> torch.Tensor:
+        s = self.image_size
+        with Image.open(path) as img:
+            # JPEG draft mode decodes at 1/2, 1/4 or 1/8 scale when the photo is
+            # much larger than needed: several times faster for COCO at 256.
+            img.draft("RGB", (s, s))
+            img = img.convert("RGB")
+        w, h = img.size
+        scale = s / min(w, h)
+        new_w, new_h = max(s, round(w * scale)), max(s, round(h * scale))
+        img = img.resize((new_w, new_h), Image.Resampling.BILINEAR, reducing_gap=3.0)
+        if self.train:
+            left = int(torch.randint(0, new_w - s + 1, ()).item())
+            top = int(torch.randint(0, new_h - s + 1, ()).item())
+        else:
+            left, top = (new_w - s) // 2, (new_h - s) // 2
+        return pil_to_tensor(img.crop((left, top, left + s, top + s)))
+
+
+class ImageFolderDataModule(pl.LightningDataModule):
+    """Train/validation loaders over a folder of photos.
+
+    Validation images come from ``val_root`` if given, otherwise ``val_count``
+    photos are held out of ``root`` (a fixed, seeded choice, so the TensorBoard
+    panels always show the same photos).
+    """
+
+    def __init__(
+        self,
+        *,
+        root: str,
+        image_size: int = 256,
+        batch_size: int = 4,
+        val_root: str | None = None,
+        val_count: int = 8,
+        max_images: int | None = None,
+        num_workers: int | None = None,
+        pin_memory: bool | None = None,
+        persistent_workers: bool = True,
+        download_sample: int = 0,
+    ):
+        super().__init__()
+        if image_size < 16 or image_size % 4:
+            raise DataError(f"data.image_size must be a multiple of 4 and >= 16, got {image_size}")
+        if batch_size < 1:
+            raise DataError(f"data.batch_size must be >= 1, got {batch_size}")
+        self.root = Path(root).expanduser()
+        self.val_root = Path(val_root).expanduser() if val_root else None
+        self.image_size = int(image_size)
+        self.batch_size = int(batch_size)
+        self.val_count = int(val_count)
+        self.max_images = max_images
+        # Leave one core to the training process itself.
+        self.num_workers = (
+            max(0, min(8, (os.cpu_count() or 1) - 1)) if num_workers is None else int(num_workers)
+        )
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else bool(pin_memory)
+        self.persistent_workers = bool(persistent_workers) and self.num_workers > 0
+        self.download_sample = int(download_sample or 0)
+        self.train_files: list[Path] = []
+        self.val_files: list[Path] = []
+
+    def prepare_data(self) -> None:
+        """Fetch a small COCO sample into ``root`` when asked to and it has no images."""
+        if self.download_sample > 0 and not (self.root.is_dir() and list_images(self.root)):
+            from .download import fetch_coco_sample
+
+            fetch_coco_sample(self.root, count=self.download_sample)
+
+    def find_files(self) -> None:
+        """List and split the images; raises DataError naming the folder if unusable."""
+        files = _images_in(self.root, "data.root")
+        if self.val_root is not None:
+            val = _images_in(self.val_root, "data.val_root")[: self.val_count]
+            train = files
+        else:
+            shuffled = files.copy()
+            random.Random(0).shuffle(shuffled)
+            n_val = min(self.val_count, max(0, len(files) - 1))
+            val, train = sorted(shuffled[:n_val]), sorted(shuffled[n_val:])
+        if self.max_images:
+            train = train[: int(self.max_images)]
+        if len(train) < self.batch_size:
+            raise DataError(
+                f"{self.root}: {len(train)} training images, fewer than one batch "
+                f"(data.batch_size={self.batch_size})"
+            )
+        self.train_files, self.val_files = train, val
+
+    def setup(self, stage: str | None = None) -> None:
+        if not self.train_files:
+            self.find_files()
+
+    def _loader(self, files: list[Path], *, train: bool) -> DataLoader:
+        return DataLoader(
+            ImageFolderDataset(files=files, image_size=self.image_size, train=train),
+            batch_size=self.batch_size,
+            shuffle=train,
+            drop_last=train,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_files, train=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        return self._loader(self.val_files, train=False) if self.val_files else []
+
+
+def _images_in(folder: Path, key: str) -> list[Path]:
+    if not folder.exists():
+        raise DataError(f"{folder}: data folder does not exist (set {key}=/path/to/images)")
+    if not folder.is_dir():
+        raise DataError(f"{folder}: not a folder (set {key}=/path/to/images)")
+    files = list_images(folder)
+    if not files:
+        raise DataError(f"{folder}: no images found (searched recursively for .jpg, .png, ...)")
+    return files

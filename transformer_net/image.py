@@ -1,0 +1,144 @@
+"""Reading and writing images as tensors, with the errors a user can act on.
+
+Tensors are (3, H, W) RGB: uint8 when read, any float 0-255 when written. EXIF
+orientation is applied on read (phone photos), and every mode PIL knows (grayscale,
+palette, CMYK, RGBA, 16-bit) is converted to 8-bit RGB.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+)
+# Decompression-bomb guard: PIL warns at ~89 MP and refuses at twice that; a
+# 12000x9000 photo (108 MP) is legitimate here, so allow up to 400 MP.
+Image.MAX_IMAGE_PIXELS = 400_000_000
+
+
+class ImageError(ValueError):
+    """An image file could not be read or written; the message names the file."""
+
+
+def is_image_file(path: str | os.PathLike) -> bool:
+    """Whether the file name has an image extension (the content is not checked)."""
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def list_images(root: str | os.PathLike) -> list[Path]:
+    """All image files below ``root``, recursively, in a stable (sorted) order."""
+    root = Path(root)
+    return sorted(p for p in root.rglob("*") if p.is_file() and is_image_file(p))
+
+
+def open_rgb(path: str | os.PathLike) -> Image.Image:
+    """Open, decode fully, apply EXIF orientation and convert to 8-bit RGB."""
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            img.load()  # decode now: truncated files fail here, not later
+            img = ImageOps.exif_transpose(img)
+            return _to_rgb(img)
+    except FileNotFoundError:
+        raise ImageError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise ImageError(f"{path}: is a directory, not an image") from None
+    except UnidentifiedImageError:
+        what = "empty file" if path.stat().st_size == 0 else "not an image PIL can read"
+        raise ImageError(f"{path}: {what}") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise ImageError(f"{path}: cannot decode image ({e})") from None
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        # 16/32-bit grayscale: PIL's convert("L") clips instead of rescaling.
+        arr = np.asarray(img, dtype=np.float64)
+        peak = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        img = Image.fromarray(np.clip(arr * (255.0 / peak) + 0.5, 0, 255).astype(np.uint8))
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        img = img.convert("RGBA")
+    return img.convert("RGB")
+
+
+def pil_to_tensor(img: Image.Image) -> torch.Tensor:
+    """RGB PIL image -> (3, H, W) uint8 tensor."""
+    arr = np.asarray(img.convert("RGB"), dtype=np.uint8)
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
+
+
+def load_image(
+    path: str | os.PathLike, *, max_side: int | None = None, scale: float | None = None
+) -> torch.Tensor:
+    """Read an image as a (3, H, W) uint8 RGB tensor, optionally resized.
+
+    ``max_side`` scales so that the longer side has that many pixels; ``scale``
+    multiplies both sides. Aspect ratio is kept; LANCZOS resampling.
+    """
+    img = open_rgb(path)
+    size = resized_size(img.size, max_side=max_side, scale=scale)
+    if size != img.size:
+        img = img.resize(size, Image.Resampling.LANCZOS)
+    return pil_to_tensor(img)
+
+
+def resized_size(
+    size: tuple[int, int], *, max_side: int | None = None, scale: float | None = None
+) -> tuple[int, int]:
+    """(W, H) after scaling the longer side to ``max_side`` or both by ``scale``."""
+    w, h = size
+    if max_side is not None:
+        if max_side < 1:
+            raise ValueError(f"size must be >= 1, got {max_side}")
+        factor = max_side / max(w, h)
+    elif scale is not None:
+        if scale <= 0:
+            raise ValueError(f"scale must be > 0, got {scale}")
+        factor = scale
+    else:
+        return size
+    return max(1, round(w * factor)), max(1, round(h * factor))
+
+
+def tensor_to_pil(image: torch.Tensor) -> Image.Image:
+    """(3, H, W) float 0-255 (clamped and rounded) or uint8 -> RGB PIL image."""
+    if image.dim() == 4:
+        if image.shape[0] != 1:
+            raise ValueError(f"expected one image, got a batch of {image.shape[0]}")
+        image = image[0]
+    if image.dtype != torch.uint8:
+        image = image.detach().float().clamp(0, 255).round().to(torch.uint8)
+    arr = image.permute(1, 2, 0).cpu().numpy()
+    return Image.fromarray(arr, mode="RGB") if arr.shape[2] == 3 else Image.fromarray(arr)
+
+
+def save_image(image: torch.Tensor | Image.Image, path: str | os.PathLike, **save_kwargs) -> None:
+    """Write an image atomically: a crash never leaves a truncated file behind.
+
+    The format comes from the extension; JPEGs are written at quality 95.
+    """
+    path = Path(path)
+    img = image if isinstance(image, Image.Image) else tensor_to_pil(image)
+    fmt = Image.registered_extensions().get(path.suffix.lower())
+    if fmt is None:
+        raise ImageError(f"{path}: unknown image format {path.suffix!r} (use .jpg or .png)")
+    if fmt == "JPEG":
+        save_kwargs.setdefault("quality", 95)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            img.save(f, format=fmt, **save_kwargs)
+        os.replace(tmp, path)
+    except BaseException as e:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise ImageError(f"{path}: cannot write image ({e})") from None
+        raise

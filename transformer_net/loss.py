@@ -1,0 +1,145 @@
+"""Perceptual losses: Gram-matrix style loss, feature content loss, total variation.
+
+Style and content losses of Gatys et al. 2016 ("Image Style Transfer Using
+Convolutional Neural Networks") as used to train feed-forward networks by
+Johnson et al. 2016. Conventions (the loss weights in ``configs/loss/`` assume them):
+
+- pixels: RGB 0-255 for both the generated and the content image;
+- Gram matrix: ``F F^T / (C * H * W)`` per image, computed in fp32;
+- style loss of a layer: mean over the C x C entries of the squared difference
+  between the output's Gram matrix and the style image's;
+- content loss of a layer: mean over C x H x W of the squared feature difference;
+- total variation: mean squared difference of neighbouring pixels (0-255 units),
+  summed over the vertical and horizontal directions.
+
+These are Johnson's ``fast-neural-style`` conventions, so his weights (content 1,
+style 5 with the Caffe VGG) carry over unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+from .vgg import LAYER_INDEX, VGGFeatures
+
+DEFAULT_STYLE_LAYERS = {"relu1_2": 1.0, "relu2_2": 1.0, "relu3_3": 1.0, "relu4_3": 1.0}
+DEFAULT_CONTENT_LAYERS = {"relu3_3": 1.0}
+
+
+def gram_matrix(features: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> (B, C, C) Gram matrices normalized by C*H*W, in fp32.
+
+    Done in fp32 even under bf16/fp16 autocast: the sums over H*W lose too much
+    precision in half types and the squared Gram differences can overflow fp16.
+    """
+    b, c, h, w = features.shape
+    f = features.float().reshape(b, c, h * w)
+    with torch.autocast(device_type=f.device.type, enabled=False):
+        gram = torch.bmm(f, f.transpose(1, 2))
+    return gram / (c * h * w)
+
+
+def total_variation(image: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference between vertically and horizontally adjacent pixels."""
+    dy = image[..., 1:, :] - image[..., :-1, :]
+    dx = image[..., :, 1:] - image[..., :, :-1]
+    return dy.float().pow(2).mean() + dx.float().pow(2).mean()
+
+
+class PerceptualLoss(nn.Module):
+    """Weighted sum of content, style and total-variation losses on a frozen VGG-16.
+
+    The style targets (one Gram matrix per style layer) are computed once from the
+    style image and kept as buffers, so they travel with checkpoints while the
+    VGG weights do not need to.
+    """
+
+    def __init__(
+        self,
+        *,
+        style_image: torch.Tensor,
+        vgg_weights: str = "imagenet",
+        preprocessing: str = "torchvision",
+        content_layers: Mapping[str, float] | None = None,
+        style_layers: Mapping[str, float] | None = None,
+        content_weight: float = 1.0,
+        style_weight: float = 1e5,
+        tv_weight: float = 0.0,
+    ):
+        super().__init__()
+        self.content_layers = dict(content_layers or DEFAULT_CONTENT_LAYERS)
+        self.style_layers = dict(style_layers or DEFAULT_STYLE_LAYERS)
+        for what, layers in (("content", self.content_layers), ("style", self.style_layers)):
+            if not layers:
+                raise ValueError(f"at least one {what} layer is needed")
+            for name, weight in layers.items():
+                if name not in LAYER_INDEX:
+                    raise ValueError(f"unknown {what} layer {name!r}; choose from {list(LAYER_INDEX)}")
+                if weight < 0:
+                    raise ValueError(f"{what} layer weight for {name} must be >= 0, got {weight}")
+        for name, value in (("content", content_weight), ("style", style_weight), ("tv", tv_weight)):
+            if value < 0:
+                raise ValueError(f"{name}_weight must be >= 0, got {value}")
+        self.content_weight = float(content_weight)
+        self.style_weight = float(style_weight)
+        self.tv_weight = float(tv_weight)
+        self.vgg = VGGFeatures(
+            layers=[*self.content_layers, *self.style_layers],
+            weights=vgg_weights,
+            preprocessing=preprocessing,
+        )
+        # The content image only needs VGG up to the deepest content layer.
+        self._content_last = max(self.content_layers, key=LAYER_INDEX.__getitem__)
+        self.set_style(style_image)
+
+    @torch.no_grad()
+    def set_style(self, style_image: torch.Tensor) -> None:
+        """Compute the style targets from a (1, 3, H, W) RGB 0-255 image."""
+        if style_image.dim() == 3:
+            style_image = style_image.unsqueeze(0)
+        device = next(self.vgg.parameters()).device
+        feats = self.vgg(style_image.to(device=device, dtype=torch.float32))
+        for name in self.style_layers:
+            self.register_buffer(f"target_gram_{name}", gram_matrix(feats[name]))  # (1, C, C)
+
+    def target_gram(self, layer: str) -> torch.Tensor:
+        return getattr(self, f"target_gram_{layer}")
+
+    def forward(self, output: torch.Tensor, content: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Losses of stylized ``output`` against ``content`` (both (B, 3, H, W), 0-255).
+
+        Returns ``total`` (what is optimized) and its weighted parts, which add up
+        to it: ``content``, ``style``, ``tv`` and ``style/<layer>`` per style layer.
+        """
+        with torch.no_grad():
+            content_feats = self.vgg(content, last=self._content_last)
+        out_feats = self.vgg(output)
+        zero = output.new_zeros((), dtype=torch.float32)
+
+        content_loss = zero
+        for name, w in self.content_layers.items():
+            diff = out_feats[name].float() - content_feats[name].float()
+            content_loss = content_loss + w * diff.pow(2).mean()
+
+        losses: dict[str, torch.Tensor] = {}
+        style_loss = zero
+        for name, w in self.style_layers.items():
+            gram = gram_matrix(out_feats[name])  # (B, C, C)
+            layer_loss = (gram - self.target_gram(name)).pow(2).mean()
+            style_loss = style_loss + w * layer_loss
+            losses[f"style/{name}"] = (self.style_weight * w * layer_loss).detach()
+
+        tv_loss = total_variation(output) if self.tv_weight > 0 else zero
+        content_loss = self.content_weight * content_loss
+        style_loss = self.style_weight * style_loss
+        tv_loss = self.tv_weight * tv_loss
+        losses.update(
+            total=content_loss + style_loss + tv_loss,
+            content=content_loss,
+            style=style_loss,
+            tv=tv_loss,
+        )
+        return losses

@@ -1,0 +1,201 @@
+"""LightningModule: trains a TransformerNet against the perceptual loss.
+
+Johnson et al. 2016, section 3: the transformer is trained with Adam (lr 1e-3)
+to minimize the weighted content, style and total-variation losses measured by a
+frozen VGG-16; the style targets come from one style image.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+
+from .image import load_image
+from .loss import PerceptualLoss
+from .model import TransformerNet
+
+# Checkpoint keys of the frozen VGG: left out of checkpoints (they are the same
+# weights every run and would add 30-60 MB to each file).
+_VGG_PREFIX = "loss_net.vgg."
+SCHEDULERS = ("none", "cosine", "step")
+
+
+class StyleTransferModule(pl.LightningModule):
+    """The transformer (trained) and the perceptual loss network (frozen).
+
+    Arguments are plain values so that they are stored in checkpoints as
+    hyperparameters and shown in TensorBoard:
+    ``model``: TransformerNet keyword arguments; ``loss``: PerceptualLoss keyword
+    arguments except the style image; ``style_image``: path of the painting,
+    resized so that its longer side is ``style_size`` (None: as is);
+    ``optim``: ``lr``, ``betas``, ``weight_decay``, ``scheduler`` (none, cosine,
+    step), ``step_size`` and ``gamma`` (for step); ``num_samples``: validation
+    photos shown in the image panels.
+    """
+
+    def __init__(
+        self,
+        *,
+        model: Mapping[str, Any],
+        loss: Mapping[str, Any],
+        style_image: str,
+        style_size: int | None = 256,
+        style_name: str = "style",
+        optim: Mapping[str, Any] | None = None,
+        num_samples: int = 4,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.transformer = TransformerNet(**dict(model))
+        style = load_image(style_image, max_side=style_size)  # (3, H, W) uint8
+        self.loss_net = PerceptualLoss(style_image=style.float(), **dict(loss))
+        self.register_buffer("style_image", style, persistent=False)
+        self.optim = {
+            "lr": 1e-3,
+            "betas": (0.9, 0.999),
+            "weight_decay": 0.0,
+            "scheduler": "none",
+            "step_size": 10_000,
+            "gamma": 0.5,
+            **dict(optim or {}),
+        }
+        if self.optim["scheduler"] not in SCHEDULERS:
+            raise ValueError(f"optim.scheduler must be one of {SCHEDULERS}, got {self.optim['scheduler']!r}")
+        if self.optim["lr"] <= 0:
+            raise ValueError(f"optim.lr must be > 0, got {self.optim['lr']}")
+        self.num_samples = int(num_samples)
+        self._last_batch_end: float | None = None
+        self._samples: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) RGB 0-255 -> stylized (B, 3, H, W) RGB ~0-255."""
+        return self.transformer(x)
+
+    def _losses(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[dict, torch.Tensor]:
+        images, _ = batch
+        content = images.float()  # uint8 (B, 3, S, S) -> float 0-255
+        output = self.transformer(content)
+        return self.loss_net(output, content), output
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        losses, _ = self._losses(batch)
+        bs = batch[0].shape[0]
+        self.log("loss/total", losses["total"], prog_bar=True, batch_size=bs)
+        for key in ("content", "style", "tv"):
+            self.log(f"loss/{key}", losses[key], batch_size=bs)
+        for key, value in losses.items():
+            if key.startswith("style/"):
+                self.log(f"style_layers/{key[6:]}", value, batch_size=bs)
+        skipped = batch[1].sum()
+        self.log("data/skipped_images", skipped.float(), reduce_fx="sum", on_step=False, on_epoch=True, batch_size=bs)
+        self.log("opt/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=bs)
+        return losses["total"]
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        # Sustained throughput: images per wall-clock second between batch ends,
+        # which includes data loading, optimizer step and logging.
+        now = time.perf_counter()
+        if self._last_batch_end is not None:
+            dt = now - self._last_batch_end
+            self.log("perf/images_per_sec", batch[0].shape[0] / max(dt, 1e-9), batch_size=1)
+        self._last_batch_end = now
+
+    def on_validation_epoch_start(self) -> None:
+        self._samples = []
+
+    def validation_step(self, batch, batch_idx: int) -> torch.Tensor:
+        losses, output = self._losses(batch)
+        bs = batch[0].shape[0]
+        self.log("val/loss", losses["total"], prog_bar=True, batch_size=bs, sync_dist=True)
+        for key in ("content", "style", "tv"):
+            self.log(f"val/{key}", losses[key], batch_size=bs, sync_dist=True)
+        room = self.num_samples - sum(s.shape[0] for s in self._samples)
+        if room > 0:
+            pairs = torch.cat([batch[0].float(), output.float()], dim=3)[:room]  # (b, 3, S, 2S)
+            self._samples.append(pairs.clamp(0, 255).detach().cpu())
+        return losses["total"]
+
+    def on_validation_epoch_end(self) -> None:
+        self._last_batch_end = None  # validation time is not training throughput
+        if not self._samples or not self.trainer.is_global_zero:
+            return
+        grid = sample_grid(self._samples)
+        for logger in self.loggers:
+            writer = getattr(logger, "experiment", None)
+            if hasattr(writer, "add_image"):
+                writer.add_image("samples/content|stylized", grid / 255.0, self.global_step)
+
+    def on_fit_start(self) -> None:
+        if not self.trainer.is_global_zero:
+            return
+        for logger in self.loggers:
+            writer = getattr(logger, "experiment", None)
+            if hasattr(writer, "add_image"):
+                writer.add_image("style", self.style_image.cpu(), self.global_step)
+
+    def configure_optimizers(self):
+        opt = torch.optim.Adam(
+            self.transformer.parameters(),
+            lr=self.optim["lr"],
+            betas=tuple(self.optim["betas"]),
+            weight_decay=self.optim["weight_decay"],
+        )
+        name = self.optim["scheduler"]
+        if name == "none":
+            return opt
+        if name == "cosine":
+            total = self.trainer.estimated_stepping_batches
+            if not math.isfinite(total):
+                raise ValueError("optim.scheduler=cosine needs trainer.max_steps or max_epochs")
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, int(total)))
+        else:
+            sched = torch.optim.lr_scheduler.StepLR(
+                opt, step_size=int(self.optim["step_size"]), gamma=float(self.optim["gamma"])
+            )
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        sd = checkpoint["state_dict"]
+        for key in [k for k in sd if k.startswith(_VGG_PREFIX)]:
+            del sd[key]
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # Put back the frozen VGG weights that on_save_checkpoint left out.
+        sd = checkpoint["state_dict"]
+        for key, value in self.state_dict().items():
+            if key.startswith(_VGG_PREFIX):
+                sd.setdefault(key, value)
+
+
+def sample_grid(samples: list[torch.Tensor]) -> torch.Tensor:
+    """Stack (b, 3, S, 2S) content|stylized pairs into one (3, H, W) image, 0-255."""
+    pairs = torch.cat(samples, dim=0)
+    pad = 4
+    padded = torch.nn.functional.pad(pairs, (pad, pad, pad, pad), value=255.0)
+    return torch.cat(list(padded), dim=1)  # rows stacked vertically
+
+
+@torch.no_grad()
+def write_preview(
+    transformer: TransformerNet, files: list, path, *, image_size: int, count: int = 4
+) -> Path:
+    """Stylize up to ``count`` photos (center crops) into one content|stylized JPEG."""
+    from .data import ImageFolderDataset
+    from .image import save_image
+
+    dataset = ImageFolderDataset(files=list(files)[:count], image_size=image_size, train=False)
+    images = torch.stack([dataset[i][0] for i in range(len(dataset))])  # (n, 3, S, S) uint8
+    device = next(transformer.parameters()).device
+    was_training = transformer.training
+    transformer.eval()
+    output = transformer(images.to(device).float()).cpu()
+    transformer.train(was_training)
+    grid = sample_grid([torch.cat([images.float(), output.clamp(0, 255)], dim=3)])
+    save_image(grid, path)
+    return Path(path)

@@ -1,0 +1,144 @@
+"""The ``stylize.py`` command: apply a style model to an image or a folder of images."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .checkpoint import ModelFileError
+from .image import ImageError, is_image_file, load_image, save_image
+
+EXAMPLES = """\
+examples:
+  python stylize.py --model outputs/starry_night/starry_night.pth --input photo.jpg --output out.jpg
+  python stylize.py --model mosaic.pth --input photos/ --output stylized/      # recursive
+  python stylize.py --model candy.pth --input big.jpg --output small.jpg --size 1024
+  python stylize.py --model udnie.pth --input photo.jpg --output out.png --device cpu
+
+Models: the .pth written by train.py, a Lightning .ckpt from training, or a
+state dict of the PyTorch examples' fast_neural_style (e.g. its mosaic.pth).
+Existing outputs are skipped unless --overwrite is given.
+"""
+# Formats written as-is in folder mode; anything else (e.g. .gif) becomes .png.
+_WRITABLE = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="stylize.py",
+        description="Stylize photos with a trained transformer-net model (one forward pass).",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--model", required=True, help="model file (.pth) or training checkpoint (.ckpt)")
+    p.add_argument("--input", required=True, help="an image, or a folder (searched recursively)")
+    p.add_argument("--output", required=True, help="output image, or output folder for a folder input")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--size", type=int, help="resize so that the longer side has SIZE pixels")
+    size.add_argument("--scale", type=float, help="resize both sides by this factor")
+    p.add_argument("--device", default="auto", help="auto (GPU if available), cpu, cuda, cuda:1, mps")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument("--quiet", action="store_true", help="print only errors and the summary")
+    return p
+
+
+@dataclass
+class Summary:
+    done: int = 0
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def plan_jobs(src: Path, dst: Path, summary: Summary) -> list[tuple[Path, Path]]:
+    """(input, output) pairs; non-image files go to the summary as skipped."""
+    if src.is_file():
+        out = dst / src.name if dst.is_dir() else dst
+        return [(src, out)]
+    jobs = []
+    for path in sorted(p for p in src.rglob("*") if p.is_file()):
+        rel = path.relative_to(src)
+        if not is_image_file(path):
+            summary.skipped.append((path, "not an image file"))
+            continue
+        out = dst / rel
+        if out.suffix.lower() not in _WRITABLE:
+            out = out.with_suffix(".png")
+        jobs.append((path, out))
+    return jobs
+
+
+def run(args: argparse.Namespace) -> int:
+    from .inference import Stylizer  # torch import: after argument parsing
+
+    src, dst = Path(args.input), Path(args.output)
+    if not src.exists():
+        return _fail(f"{src}: input not found")
+    if src.is_dir() and dst.exists() and not dst.is_dir():
+        return _fail(f"{dst}: output must be a folder when the input is a folder")
+    if src.is_dir() and dst.resolve().is_relative_to(src.resolve()):
+        return _fail(f"{dst}: output folder is inside the input folder {src}")
+    summary = Summary()
+    jobs = plan_jobs(src, dst, summary)
+    if src.is_file():
+        out = jobs[0][1]
+        if out.resolve() == src.resolve():
+            return _fail(f"{out}: output would overwrite the input")
+        if out.exists() and not args.overwrite:
+            return _fail(f"{out}: already exists (pass --overwrite to replace it)")
+    try:
+        stylizer = Stylizer(model_path=args.model, device=args.device)
+    except (ModelFileError, ValueError, RuntimeError) as e:
+        return _fail(str(e))
+    if not args.quiet:
+        print(f"model {args.model} on {stylizer.device}; {len(jobs)} image(s)", file=sys.stderr)
+
+    start = time.perf_counter()
+    for i, (path, out) in enumerate(jobs, 1):
+        if out.exists() and not args.overwrite:
+            summary.skipped.append((path, f"{out} exists (--overwrite replaces it)"))
+            continue
+        try:
+            image = load_image(path, max_side=args.size, scale=args.scale)
+            result, seconds = stylizer.timed(image)
+            save_image(result, out)
+        except (ImageError, ValueError) as e:
+            summary.failed.append((path, str(e)))
+            print(f"error: {e}", file=sys.stderr)
+            continue
+        summary.done += 1
+        if not args.quiet:
+            h, w = result.shape[-2:]
+            print(f"[{i}/{len(jobs)}] {path} -> {out}  {w}x{h}  {seconds * 1000:.1f} ms")
+    summary.seconds = time.perf_counter() - start
+    _print_summary(summary, folder=src.is_dir())
+    return 1 if summary.failed else 0
+
+
+def _print_summary(summary: Summary, *, folder: bool) -> None:
+    if not folder:
+        return
+    for path, reason in summary.skipped:
+        print(f"skipped: {path}: {reason}", file=sys.stderr)
+    print(
+        f"done {summary.done}, skipped {len(summary.skipped)}, failed {len(summary.failed)} "
+        f"in {summary.seconds:.1f} s",
+        file=sys.stderr,
+    )
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except KeyboardInterrupt:
+        print("interrupted: finished outputs are complete; rerun to do the rest", file=sys.stderr)
+        return 130
