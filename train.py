@@ -68,10 +68,11 @@ def train(cfg: DictConfig) -> dict[str, Path]:
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
 
+    # ModelCheckpoint saves every N steps; the final state is saved here, on every
+    # rank (Lightning writes on rank 0), so that `ckpt_path=last` extends the run.
     result = {"output_dir": output_dir, "checkpoint": output_dir / "checkpoints" / "last.ckpt"}
+    trainer.save_checkpoint(result["checkpoint"])
     if trainer.is_global_zero:
-        if not result["checkpoint"].exists():
-            trainer.save_checkpoint(result["checkpoint"])
         meta = {
             "style": cfg.style.name,
             "style_image": cfg.style.image,

@@ -6,21 +6,12 @@ import argparse
 import sys
 from pathlib import Path
 
-try:
-    from transformer_net.download import (
-        COCO_TRAIN2014_COUNT,
-        COCO_TRAIN2014_URL,
-        DownloadError,
-        download_coco,
-    )
-except ModuleNotFoundError:  # run from a checkout without `pip install -e .`
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from transformer_net.download import (
-        COCO_TRAIN2014_COUNT,
-        COCO_TRAIN2014_URL,
-        DownloadError,
-        download_coco,
-    )
+from transformer_net.download import (
+    COCO_TRAIN2014_COUNT,
+    COCO_TRAIN2014_URL,
+    DownloadError,
+    download_coco,
+)
 
 EPILOG = """\
 The archive is about 13 GB and unpacks to 82,783 JPEG files (about 13 GB more).

@@ -19,7 +19,9 @@ def write_photo(path: Path, size=(40, 30), seed: int = 0, mode: str = "RGB") -> 
     rng = np.random.default_rng(seed)
     w, h = size
     yy, xx = np.mgrid[0:h, 0:w]
-    base = np.stack([xx * 255 / max(w, 1), yy * 255 / max(h, 1), (xx + yy) * 127 / max(w + h, 1)], -1)
+    base = np.stack(
+        [xx * 255 / max(w, 1), yy * 255 / max(h, 1), (xx + yy) * 127 / max(w + h, 1)], -1
+    )
     arr = np.clip(base + rng.normal(0, 30, base.shape), 0, 255).astype(np.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(arr).convert(mode).save(path)

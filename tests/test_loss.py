@@ -97,7 +97,9 @@ def test_vgg_wrong_tensors(tmp_path):
     torch.save({"conv1.weight": torch.zeros(64, 3, 7, 7)}, path)
     with pytest.raises(VGGWeightsError, match="resnet.pth: not a VGG-16 state dict"):
         VGGFeatures(layers=["relu1_2"], weights=str(path), preprocessing="caffe")
-    torch.save({"features.0.weight": torch.zeros(32, 3, 3, 3), "features.0.bias": torch.zeros(32)}, path)
+    torch.save(
+        {"features.0.weight": torch.zeros(32, 3, 3, 3), "features.0.bias": torch.zeros(32)}, path
+    )
     with pytest.raises(VGGWeightsError, match="has shape"):
         VGGFeatures(layers=["relu1_1"], weights=str(path), preprocessing="caffe")
 
@@ -157,9 +159,14 @@ def test_style_loss_zero_for_the_style_image_itself():
 def test_per_layer_weights_and_validation():
     style = torch.rand(3, 32, 32) * 255
     loss = PerceptualLoss(
-        style_image=style, vgg_weights="random", style_layers={"relu2_2": 2.0}, content_layers={"relu1_2": 1.0}
+        style_image=style,
+        vgg_weights="random",
+        style_layers={"relu2_2": 2.0},
+        content_layers={"relu1_2": 1.0},
     )
-    assert [k for k in loss(style[None], style[None]) if k.startswith("style/")] == ["style/relu2_2"]
+    assert [k for k in loss(style[None], style[None]) if k.startswith("style/")] == [
+        "style/relu2_2"
+    ]
     with pytest.raises(ValueError, match="unknown style layer"):
         PerceptualLoss(style_image=style, vgg_weights="random", style_layers={"relu9_9": 1.0})
     with pytest.raises(ValueError, match="style_weight must be >= 0"):

@@ -17,16 +17,15 @@ Three layouts are read, all through :func:`load_model`:
 
 from __future__ import annotations
 
-import io
 import os
 import pickle
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .atomic import atomic_write
 from .model import TransformerNet
 
 FORMAT = "transformer-net"
@@ -56,17 +55,9 @@ def save_model_file(
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temp file in the same folder, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """``torch.save`` that never leaves a truncated file (temp file + rename)."""
+    with atomic_write(path) as f:
+        torch.save(obj, f)
 
 
 def read_model_file(path: str | os.PathLike) -> tuple[dict, dict, dict]:
@@ -81,14 +72,15 @@ def read_model_file(path: str | os.PathLike) -> tuple[dict, dict, dict]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        text = str(e)
-        if "weights_only" in text or "Unsupported global" in text:
+        if "Unsupported global" in str(e):
             raise ModelFileError(
                 f"{path}: refused to load: the file contains Python objects other than "
                 "tensors, which could run code (only weights_only files are loaded)"
             ) from None
-        raise ModelFileError(f"{path}: corrupt or not a PyTorch file ({_short(e)})") from None
-    except (RuntimeError, EOFError, OSError, ValueError, io.UnsupportedOperation) as e:
+        raise ModelFileError(
+            f"{path}: corrupt or not a PyTorch file (not loadable with weights_only=True)"
+        ) from None
+    except Exception as e:  # truncated zip, bad magic, I/O error: all mean 'not usable'
         raise ModelFileError(f"{path}: corrupt or not a PyTorch file ({_short(e)})") from None
     if not isinstance(obj, Mapping):
         raise ModelFileError(f"{path}: expected a dict of weights, found {type(obj).__name__}")
@@ -134,7 +126,9 @@ def read_model_file(path: str | os.PathLike) -> tuple[dict, dict, dict]:
 
 def infer_model_args(state_dict: Mapping[str, torch.Tensor]) -> dict:
     """Widths and residual-block count from the tensor shapes of a state dict."""
-    channels = [int(state_dict[f"{name}.conv2d.weight"].shape[0]) for name in ("conv1", "conv2", "conv3")]
+    channels = [
+        int(state_dict[f"{name}.conv2d.weight"].shape[0]) for name in ("conv1", "conv2", "conv3")
+    ]
     num_residual = 0
     while f"res{num_residual + 1}.conv1.conv2d.weight" in state_dict:
         num_residual += 1

@@ -55,7 +55,9 @@ class ImageFolderDataset(Dataset):
             try:
                 return self._load(path), skipped
             except Exception as e:  # truncated JPEG, not an image, I/O error, ...
-                log.warning("skipping unreadable image %s (%s)", path, str(e).strip() or type(e).__name__)
+                log.warning(
+                    "skipping unreadable image %s (%s)", path, str(e).strip() or type(e).__name__
+                )
         raise DataError(
             f"{self.files[index]}: this and the next {MAX_CONSECUTIVE_FAILURES - 1} images "
             "are all unreadable; check the data folder"

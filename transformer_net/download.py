@@ -146,10 +146,10 @@ def _transfer(url: str, part: Path, *, progress: bool, timeout: float) -> None:
     headers = {"User-Agent": _USER_AGENT}
     if offset:
         headers["Range"] = f"bytes={offset}-"
-    try:
-        request = urllib.request.Request(url, headers=headers)
-    except ValueError as err:
-        raise DownloadError(f"{url!r} is not a valid URL ({_reason(err)}); pass an http(s) URL")
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+        raise DownloadError(f"{url!r} is not a valid URL; pass an http:// or https:// URL")
+    request = urllib.request.Request(url, headers=headers)
     try:
         response = urllib.request.urlopen(request, timeout=timeout)
     except urllib.error.HTTPError as err:
@@ -177,7 +177,7 @@ def _transfer(url: str, part: Path, *, progress: bool, timeout: float) -> None:
             total = offset + int(length) if length.isdigit() else None
 
         done = offset
-        bar = _Progress(Path(urllib.parse.urlsplit(url).path).name or url, total, offset, progress)
+        bar = _Progress(Path(parts.path).name or url, total, offset, progress)
         try:
             try:
                 out = part.open(mode)
@@ -223,7 +223,9 @@ def download(url: str, dest: Path, *, progress: bool = True, timeout: float = 60
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise DownloadError(f"cannot create {dest.parent}: {_reason(err)}; choose another folder")
+        raise DownloadError(
+            f"cannot create {dest.parent}: {_reason(err)}; choose another folder"
+        ) from err
     try:
         for _ in range(2):
             try:

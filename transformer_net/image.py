@@ -8,12 +8,13 @@ palette, CMYK, RGBA, 16-bit) is converted to 8-bit RGB.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .atomic import atomic_write
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
@@ -131,14 +132,8 @@ def save_image(image: torch.Tensor | Image.Image, path: str | os.PathLike, **sav
         raise ImageError(f"{path}: unknown image format {path.suffix!r} (use .jpg or .png)")
     if fmt == "JPEG":
         save_kwargs.setdefault("quality", 95)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as f:
+        with atomic_write(path) as f:
             img.save(f, format=fmt, **save_kwargs)
-        os.replace(tmp, path)
-    except BaseException as e:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(e, OSError):
-            raise ImageError(f"{path}: cannot write image ({e})") from None
-        raise
+    except OSError as e:
+        raise ImageError(f"{path}: cannot write image ({e})") from None

@@ -77,10 +77,16 @@ class PerceptualLoss(nn.Module):
                 raise ValueError(f"at least one {what} layer is needed")
             for name, weight in layers.items():
                 if name not in LAYER_INDEX:
-                    raise ValueError(f"unknown {what} layer {name!r}; choose from {list(LAYER_INDEX)}")
+                    raise ValueError(
+                        f"unknown {what} layer {name!r}; choose from {list(LAYER_INDEX)}"
+                    )
                 if weight < 0:
                     raise ValueError(f"{what} layer weight for {name} must be >= 0, got {weight}")
-        for name, value in (("content", content_weight), ("style", style_weight), ("tv", tv_weight)):
+        for name, value in (
+            ("content", content_weight),
+            ("style", style_weight),
+            ("tv", tv_weight),
+        ):
             if value < 0:
                 raise ValueError(f"{name}_weight must be >= 0, got {value}")
         self.content_weight = float(content_weight)

@@ -66,7 +66,9 @@ class StyleTransferModule(pl.LightningModule):
             **dict(optim or {}),
         }
         if self.optim["scheduler"] not in SCHEDULERS:
-            raise ValueError(f"optim.scheduler must be one of {SCHEDULERS}, got {self.optim['scheduler']!r}")
+            raise ValueError(
+                f"optim.scheduler must be one of {SCHEDULERS}, got {self.optim['scheduler']!r}"
+            )
         if self.optim["lr"] <= 0:
             raise ValueError(f"optim.lr must be > 0, got {self.optim['lr']}")
         self.num_samples = int(num_samples)
@@ -93,7 +95,14 @@ class StyleTransferModule(pl.LightningModule):
             if key.startswith("style/"):
                 self.log(f"style_layers/{key[6:]}", value, batch_size=bs)
         skipped = batch[1].sum()
-        self.log("data/skipped_images", skipped.float(), reduce_fx="sum", on_step=False, on_epoch=True, batch_size=bs)
+        self.log(
+            "data/skipped_images",
+            skipped.float(),
+            reduce_fx="sum",
+            on_step=False,
+            on_epoch=True,
+            batch_size=bs,
+        )
         self.log("opt/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=bs)
         return losses["total"]
 

@@ -33,13 +33,19 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--model", required=True, help="model file (.pth) or training checkpoint (.ckpt)")
+    p.add_argument(
+        "--model", required=True, help="model file (.pth) or training checkpoint (.ckpt)"
+    )
     p.add_argument("--input", required=True, help="an image, or a folder (searched recursively)")
-    p.add_argument("--output", required=True, help="output image, or output folder for a folder input")
+    p.add_argument(
+        "--output", required=True, help="output image, or output folder for a folder input"
+    )
     size = p.add_mutually_exclusive_group()
     size.add_argument("--size", type=int, help="resize so that the longer side has SIZE pixels")
     size.add_argument("--scale", type=float, help="resize both sides by this factor")
-    p.add_argument("--device", default="auto", help="auto (GPU if available), cpu, cuda, cuda:1, mps")
+    p.add_argument(
+        "--device", default="auto", help="auto (GPU if available), cpu, cuda, cuda:1, mps"
+    )
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--quiet", action="store_true", help="print only errors and the summary")
     return p

@@ -1,0 +1,192 @@
+"""stylize.py end to end: files, folders, sizes, errors."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tests.conftest import REPO, write_photo
+from tests.test_checkpoint import examples_state_dict, reference_forward
+from transformer_net.checkpoint import save_model_file
+from transformer_net.model import TransformerNet
+
+
+def run_stylize(*args, check_rc=None):
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "stylize.py"), *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
+    if check_rc is not None:
+        assert proc.returncode == check_rc, proc.stderr
+    return proc
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("model") / "tiny.pth"
+    return save_model_file(TransformerNet(channels=(4, 8, 8), num_residual=1), path)
+
+
+def test_help_ends_with_examples():
+    out = run_stylize("--help", check_rc=0).stdout
+    assert "examples:" in out and out.rstrip().splitlines()[-1].strip()
+
+
+def test_single_image_keeps_odd_size_and_honours_exif(tmp_path, tiny_model):
+    src = write_photo(tmp_path / "in.jpg", size=(37, 23))
+    img = Image.open(src)
+    exif = img.getexif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees on display
+    img.save(tmp_path / "rot.jpg", exif=exif)
+    proc = run_stylize(
+        "--model",
+        tiny_model,
+        "--input",
+        tmp_path / "rot.jpg",
+        "--output",
+        tmp_path / "o.png",
+        check_rc=0,
+    )
+    assert "ms" in proc.stdout
+    assert Image.open(tmp_path / "o.png").size == (23, 37)  # displayed size: rotated
+
+
+def test_examples_model_gives_reference_output(tmp_path):
+    sd = examples_state_dict(legacy=True)
+    torch.save(sd, tmp_path / "candy.pth")
+    src = write_photo(tmp_path / "p.png", size=(64, 48))
+    run_stylize(
+        "--model",
+        tmp_path / "candy.pth",
+        "--input",
+        src,
+        "--output",
+        tmp_path / "o.png",
+        check_rc=0,
+    )
+    x = torch.from_numpy(np.array(Image.open(src).convert("RGB"))).permute(2, 0, 1)[None].float()
+    with torch.no_grad():
+        expected = reference_forward({k: v for k, v in sd.items() if "running" not in k}, x)
+    expected = expected.clamp(0, 255).round()[0].permute(1, 2, 0).numpy()
+    got = np.asarray(Image.open(tmp_path / "o.png")).astype(np.float32)
+    assert np.abs(got - expected).max() <= 1.0
+
+
+def test_resize_options(tmp_path, tiny_model):
+    src = write_photo(tmp_path / "in.png", size=(80, 40))
+    run_stylize(
+        "--model",
+        tiny_model,
+        "--input",
+        src,
+        "--output",
+        tmp_path / "a.png",
+        "--size",
+        20,
+        check_rc=0,
+    )
+    assert Image.open(tmp_path / "a.png").size == (20, 10)
+    run_stylize(
+        "--model",
+        tiny_model,
+        "--input",
+        src,
+        "--output",
+        tmp_path / "b.png",
+        "--scale",
+        0.5,
+        check_rc=0,
+    )
+    assert Image.open(tmp_path / "b.png").size == (40, 20)
+
+
+def test_folder_recursive_keeps_paths_and_reports_bad_files(tmp_path, tiny_model):
+    src = tmp_path / "in"
+    write_photo(src / "a.jpg")
+    write_photo(src / "sub" / "deep" / "b.png", mode="L")
+    write_photo(src / "c.gif", mode="P")
+    (src / "notes.txt").write_text("not an image")
+    (src / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    proc = run_stylize(
+        "--model", tiny_model, "--input", src, "--output", tmp_path / "out", check_rc=1
+    )
+    assert (tmp_path / "out" / "a.jpg").is_file()
+    assert (tmp_path / "out" / "sub" / "deep" / "b.png").is_file()
+    assert (tmp_path / "out" / "c.png").is_file()  # GIF written as PNG
+    assert not (tmp_path / "out" / "broken.jpg").exists()
+    assert "broken.jpg" in proc.stderr and "notes.txt" in proc.stderr
+    assert "done 3, skipped 1, failed 1" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    # A rerun skips finished outputs instead of redoing or overwriting them.
+    proc = run_stylize("--model", tiny_model, "--input", src, "--output", tmp_path / "out")
+    assert "done 0, skipped 4, failed 1" in proc.stderr
+
+
+def test_refuses_to_overwrite(tmp_path, tiny_model):
+    src = write_photo(tmp_path / "in.png")
+    proc = run_stylize("--model", tiny_model, "--input", src, "--output", src, check_rc=2)
+    assert "overwrite the input" in proc.stderr
+    (tmp_path / "exists.png").write_bytes(b"x")
+    proc = run_stylize(
+        "--model", tiny_model, "--input", src, "--output", tmp_path / "exists.png", check_rc=2
+    )
+    assert "--overwrite" in proc.stderr
+    run_stylize(
+        "--model",
+        tiny_model,
+        "--input",
+        src,
+        "--output",
+        tmp_path / "exists.png",
+        "--overwrite",
+        check_rc=0,
+    )
+    assert Image.open(tmp_path / "exists.png").size == (40, 30)
+
+
+@pytest.mark.parametrize(
+    "content,message",
+    [(b"", "empty file"), (b"not a model at all", "corrupt or not a PyTorch file")],
+)
+def test_bad_model_file_is_one_line_error(tmp_path, content, message):
+    (tmp_path / "m.pth").write_bytes(content)
+    src = write_photo(tmp_path / "in.png")
+    proc = run_stylize(
+        "--model", tmp_path / "m.pth", "--input", src, "--output", tmp_path / "o.png", check_rc=2
+    )
+    assert message in proc.stderr and "m.pth" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_missing_input(tmp_path, tiny_model):
+    proc = run_stylize(
+        "--model",
+        tiny_model,
+        "--input",
+        tmp_path / "nope.jpg",
+        "--output",
+        tmp_path / "o.jpg",
+        check_rc=2,
+    )
+    assert "nope.jpg: input not found" in proc.stderr
+
+
+def test_stylize_does_not_import_lightning_or_hydra(tiny_model, tmp_path):
+    src = write_photo(tmp_path / "in.png")
+    code = (
+        "import sys, runpy; sys.argv=['stylize.py','--model',%r,'--input',%r,'--output',%r];"
+        "import transformer_net.stylize_cli as c; rc=c.main(sys.argv[1:]);"
+        "bad=[m for m in sys.modules if m.split('.')[0] in ('pytorch_lightning','lightning','hydra','omegaconf')];"
+        "print(rc, bad)"
+    ) % (str(tiny_model), str(src), str(tmp_path / "o.png"))
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120
+    )
+    assert out.stdout.strip().splitlines()[-1] == "0 []", out.stderr

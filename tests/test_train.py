@@ -1,0 +1,153 @@
+"""train(cfg) through Hydra compose: real runs with tiny images and few steps."""
+
+import glob
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from tests.conftest import CAFFE_VGG, REPO, SHARED, require
+from train import train
+
+CONFIGS = str(REPO / "configs")
+
+
+def make_cfg(overrides: list[str]):
+    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
+        return compose(config_name="train", overrides=overrides)
+
+
+def tiny_overrides(tmp_path: Path, photo_dir: Path, style_file: Path, steps: int = 6) -> list[str]:
+    return [
+        f"data.root={photo_dir}",
+        "data.image_size=32",
+        "data.batch_size=2",
+        "data.num_workers=0",
+        "data.val_count=2",
+        "style=custom",
+        f"style.image={style_file}",
+        "style.size=32",
+        "loss.vgg_weights=random",
+        f"trainer.max_steps={steps}",
+        "trainer.val_check_interval=3",
+        "trainer.log_every_n_steps=1",
+        "trainer.accelerator=cpu",
+        "trainer.devices=1",
+        "trainer.enable_progress_bar=false",
+        "callbacks.model_checkpoint.every_n_train_steps=3",
+        f"output_dir={tmp_path / 'run'}",
+    ]
+
+
+def scalars(output_dir: Path) -> tuple[dict, list]:
+    runs = sorted(glob.glob(str(output_dir / "tb" / "version_*")))
+    values: dict[str, list] = {}
+    images: list[str] = []
+    for run in runs:
+        ea = EventAccumulator(run, size_guidance={"scalars": 0, "images": 0})
+        ea.Reload()
+        for tag in ea.Tags()["scalars"]:
+            values.setdefault(tag, []).extend((e.step, e.value) for e in ea.Scalars(tag))
+        images += ea.Tags()["images"]
+    return values, images
+
+
+def test_train_writes_checkpoint_model_file_tensorboard_and_stylize_runs(
+    tmp_path, photo_dir, style_file
+):
+    result = train(make_cfg(tiny_overrides(tmp_path, photo_dir, style_file)))
+    out = tmp_path / "run"
+    assert result["model_file"] == out / "custom.pth" and result["model_file"].is_file()
+    assert (out / "checkpoints" / "last.ckpt").is_file() and (out / "preview.jpg").is_file()
+    ckpt = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 6
+    assert not [k for k in ckpt["state_dict"] if k.startswith("loss_net.vgg.")]  # VGG left out
+    assert "loss_net.target_gram_relu4_3" in ckpt["state_dict"]
+
+    values, images = scalars(out)
+    for tag in ["loss/total", "loss/content", "loss/style", "loss/tv", "style_layers/relu1_2",
+                "style_layers/relu4_3", "opt/lr", "perf/images_per_sec", "val/loss"]:  # fmt: skip
+        assert tag in values, tag
+    assert "samples/content|stylized" in images and "style" in images
+
+    for model in (result["model_file"], out / "checkpoints" / "last.ckpt"):
+        dst = tmp_path / f"styl_{model.suffix[1:]}"
+        proc = subprocess.run(
+            [sys.executable, "stylize.py", "--model", model, "--input", photo_dir, "--output", dst],
+            cwd=REPO, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        assert len(list(dst.rglob("*.jpg"))) == 12
+
+
+def test_total_loss_falls(tmp_path, photo_dir, style_file):
+    overrides = tiny_overrides(tmp_path, photo_dir, style_file, steps=40)
+    overrides += ["optim.lr=1e-2", "model.channels=[16,32,32]", "model.num_residual=2"]
+    train(make_cfg(overrides))
+    values, _ = scalars(tmp_path / "run")
+    losses = [v for _, v in sorted(values["loss/total"])]
+    first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
+    assert last < 0.7 * first, (first, last)
+
+
+def test_training_with_the_real_caffe_vgg(tmp_path, style_file):
+    vgg = require(CAFFE_VGG)
+    photos = require(SHARED / "data" / "coco128")
+    overrides = tiny_overrides(tmp_path, photos, style_file, steps=30) + [
+        "loss=caffe",
+        f"loss.vgg_weights={vgg}",
+        "optim.lr=1e-2",
+        "data.max_images=8",
+        "model.channels=[16,32,32]",
+        "model.num_residual=2",
+    ]
+    train(make_cfg(overrides))
+    values, _ = scalars(tmp_path / "run")
+    losses = [v for _, v in sorted(values["loss/total"])]
+    assert sum(losses[-5:]) < 0.7 * sum(losses[:5])
+
+
+def test_resume_continues_at_the_same_step(tmp_path, photo_dir, style_file):
+    overrides = tiny_overrides(tmp_path, photo_dir, style_file, steps=4)
+    train(make_cfg(overrides))
+    first = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert first["global_step"] == 4
+    train(make_cfg([*overrides, "trainer.max_steps=7", "ckpt_path=last"]))
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 7
+    # Adam's step counter carried over: 4 steps before the restart + 3 after.
+    state = next(iter(ckpt["optimizer_states"][0]["state"].values()))
+    assert int(state["step"]) == 7
+    values, _ = scalars(tmp_path / "run")
+    steps = sorted({s for s, _ in values["loss/total"]})
+    assert steps[-1] == 6 and len(steps) == 7  # 0..6, no restart from zero
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("data.root=/nonexistent/photos", "/nonexistent/photos: data folder does not exist"),
+        (
+            "style.image=/nonexistent/painting.jpg",
+            "/nonexistent/painting.jpg: style image not found",
+        ),
+        (
+            "loss.vgg_weights=/nonexistent/vgg.pth",
+            "/nonexistent/vgg.pth: VGG-16 weights file not found",
+        ),
+        ("ckpt_path=/nonexistent/x.ckpt", "/nonexistent/x.ckpt: checkpoint not found"),
+    ],
+)
+def test_cli_reports_bad_input_in_one_line(tmp_path, photo_dir, style_file, override, message):
+    args = [*tiny_overrides(tmp_path, photo_dir, style_file), override]
+    proc = subprocess.run(
+        [sys.executable, "train.py", *args], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == f"error: {message} " or message in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "run" / "checkpoints").exists()
