@@ -148,3 +148,28 @@ def test_pickled_code_is_refused(tmp_path, capsys):
     with pytest.raises(ModelFileError, match="raw.pkl: corrupt or not a PyTorch file"):
         read_model_file(raw)
     assert "pwned" not in capsys.readouterr().out
+
+
+def test_export_script_turns_a_lightning_checkpoint_into_a_model_file(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    net = TransformerNet(channels=(4, 8, 8), num_residual=1)
+    ckpt = {
+        "pytorch-lightning_version": "2.6.0",
+        "global_step": 12,
+        "state_dict": {f"transformer.{k}": v for k, v in net.state_dict().items()},
+        "hyper_parameters": {"model": net.config, "style_name": "wave"},
+    }
+    torch.save(ckpt, tmp_path / "last.ckpt")
+    cmd = [sys.executable, "scripts/export_model.py", tmp_path / "last.ckpt", tmp_path / "wave.pth"]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    model, meta = load_model(tmp_path / "wave.pth")
+    assert meta["style"] == "wave" and meta["global_step"] == 12
+    x = torch.rand(1, 3, 16, 16) * 255
+    torch.testing.assert_close(model(x), net.eval()(x))
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "already exists" in proc.stderr

@@ -180,12 +180,13 @@ def test_missing_input(tmp_path, tiny_model):
 
 def test_stylize_does_not_import_lightning_or_hydra(tiny_model, tmp_path):
     src = write_photo(tmp_path / "in.png")
+    argv = [str(tiny_model), str(src), str(tmp_path / "o.png")]
     code = (
-        "import sys, runpy; sys.argv=['stylize.py','--model',%r,'--input',%r,'--output',%r];"
-        "import transformer_net.stylize_cli as c; rc=c.main(sys.argv[1:]);"
-        "bad=[m for m in sys.modules if m.split('.')[0] in ('pytorch_lightning','lightning','hydra','omegaconf')];"
-        "print(rc, bad)"
-    ) % (str(tiny_model), str(src), str(tmp_path / "o.png"))
+        "import sys; import transformer_net.stylize_cli as c;"
+        f"rc = c.main(['--model', {argv[0]!r}, '--input', {argv[1]!r}, '--output', {argv[2]!r}]);"
+        "heavy = ('pytorch_lightning', 'lightning', 'hydra', 'omegaconf');"
+        "print(rc, [m for m in sys.modules if m.split('.')[0] in heavy])"
+    )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120
     )

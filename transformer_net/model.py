@@ -23,6 +23,8 @@ SIZE_MULTIPLE = 4
 # Smallest padded side for which every reflection pad inside the network is valid
 # (after two stride-2 convs the 3x3 residual convs need at least 2 pixels).
 MIN_SIDE = 8
+# Initial output color: the ImageNet mean in 0-255 (see TransformerNet.__init__).
+INIT_OUTPUT_RGB = (123.68, 116.78, 103.94)
 
 
 class ConvLayer(nn.Module):
@@ -103,6 +105,11 @@ class TransformerNet(nn.Module):
         self.in5 = nn.InstanceNorm2d(c1, affine=True)
         self.deconv3 = ConvLayer(c1, 3, kernel_size=9, stride=1)
         self.relu = nn.ReLU()
+        # Pixels are 0-255 with no output activation, so a default-initialized
+        # network starts out black; starting from the ImageNet mean color instead
+        # saves the first few hundred training steps.
+        with torch.no_grad():
+            self.deconv3.conv2d.bias.copy_(torch.tensor(INIT_OUTPUT_RGB))
 
     @property
     def config(self) -> dict:

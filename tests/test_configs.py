@@ -1,0 +1,130 @@
+"""The Hydra configs compose, interpolate and instantiate as documented."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from omegaconf.errors import MissingMandatoryValue
+
+from tests.conftest import REPO
+
+CONFIGS = REPO / "configs"
+STYLES = sorted(p.stem for p in (CONFIGS / "style").glob("*.yaml") if p.stem != "custom")
+
+
+def make_cfg(overrides=()):
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        return compose(config_name="train", overrides=list(overrides))
+
+
+def test_defaults_follow_johnson_et_al():
+    cfg = make_cfg()
+    assert cfg.style.name == "starry_night" and cfg.output_dir == "outputs/starry_night"
+    assert cfg.model_file == "outputs/starry_night/starry_night.pth"
+    assert cfg.data.image_size == 256 and cfg.data.batch_size == 4
+    assert cfg.optim.lr == 1e-3 and cfg.trainer.max_steps == 40000
+    assert dict(cfg.loss.style_layers) == {
+        "relu1_2": 1.0,
+        "relu2_2": 1.0,
+        "relu3_3": 1.0,
+        "relu4_3": 1.0,
+    }
+    assert dict(cfg.loss.content_layers) == {"relu3_3": 1.0}
+    module = OmegaConf.to_container(cfg.module, resolve=True)
+    assert module["model"] == {"channels": [32, 64, 128], "num_residual": 5}
+    assert (
+        module["loss"]["preprocessing"] == "torchvision" and module["style_name"] == "starry_night"
+    )
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_every_style_config_has_a_source(style):
+    cfg = make_cfg([f"style={style}"])
+    assert cfg.style.name == style
+    assert cfg.style.image or cfg.style.url.startswith("https://")
+    assert cfg.output_dir == f"outputs/{style}"
+
+
+def test_custom_style_needs_an_image():
+    cfg = make_cfg(["style=custom"])
+    with pytest.raises(MissingMandatoryValue):
+        _ = cfg.style.image
+    cfg = make_cfg(["style=custom", "style.image=/x/monet.jpg", "style.name=monet"])
+    assert cfg.module.style_image == "/x/monet.jpg" and cfg.model_file == "outputs/monet/monet.pth"
+
+
+def test_caffe_loss_group_needs_a_weights_file():
+    cfg = make_cfg(["loss=caffe"])
+    assert cfg.loss.preprocessing == "caffe" and cfg.loss.style_weight == 5.0
+    with pytest.raises(MissingMandatoryValue):
+        _ = cfg.loss.vgg_weights
+
+
+def test_quickstart_experiment_is_small():
+    cfg = make_cfg(["experiment=quickstart"])
+    assert cfg.trainer.max_steps <= 1000 and cfg.data.image_size == 128
+    assert cfg.data.download_sample > 0 and cfg.output_dir == "outputs/quickstart"
+    assert cfg.model_file == "outputs/quickstart/starry_night.pth"
+
+
+def test_overrides_reach_every_knob():
+    cfg = make_cfg(
+        [
+            "data.root=/d",
+            "data.image_size=128",
+            "data.batch_size=16",
+            "loss.content_weight=2",
+            "loss.style_weight=3e5",
+            "loss.tv_weight=1e-4",
+            "loss.style_layers.relu4_3=0.5",
+            "style.size=512",
+            "optim.lr=2e-3",
+            "trainer.max_steps=10",
+            "trainer.precision=bf16-mixed",
+            "trainer.devices=2",
+            "output_dir=/o",
+        ]
+    )
+    m = OmegaConf.to_container(cfg.module, resolve=True)
+    assert m["loss"]["style_layers"]["relu4_3"] == 0.5 and m["loss"]["tv_weight"] == 1e-4
+    assert m["style_size"] == 512 and m["optim"]["lr"] == 2e-3
+    assert (
+        cfg.trainer.default_root_dir == "/o"
+        and cfg.callbacks.model_checkpoint.dirpath == "/o/checkpoints"
+    )
+
+
+def test_datamodule_and_trainer_instantiate(photo_dir, tmp_path):
+    cfg = make_cfg([f"data.root={photo_dir}", "data.num_workers=0", f"output_dir={tmp_path}"])
+    dm = instantiate(cfg.data)
+    dm.setup()
+    assert len(dm.train_files) + len(dm.val_files) == 12
+    trainer = instantiate(cfg.trainer, accelerator="cpu", devices=1, logger=False)
+    assert trainer.max_steps == 40000
+
+
+def test_unknown_key_is_rejected_before_training(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "train.py", "data.rooot=/x", f"output_dir={tmp_path}"],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert "data.rooot" in proc.stderr and "Traceback" not in proc.stderr
+    assert not Path(tmp_path, "checkpoints").exists()
+
+
+def test_help_lists_groups_and_ends_with_examples():
+    proc = subprocess.run(
+        [sys.executable, "train.py", "--help"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0
+    assert "style: " in proc.stdout and "starry_night" in proc.stdout
+    assert proc.stdout.rstrip().splitlines()[-1].strip().startswith("tensorboard --logdir")
