@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import hydra
@@ -122,6 +123,8 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
 @hydra.main(version_base="1.3", config_path="configs", config_name="train")
 def main(cfg: DictConfig) -> None:
     torch.set_float32_matmul_precision("high")
+    # A deprecation inside Lightning itself, not actionable by users.
+    warnings.filterwarnings("ignore", message=r".*treespec, LeafSpec.*")
     try:
         train(cfg)
     except USER_ERRORS as e:

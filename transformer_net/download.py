@@ -30,11 +30,12 @@ __all__ = [
 COCO_TRAIN2014_URL = "http://images.cocodataset.org/zips/train2014.zip"
 COCO_TRAIN2014_COUNT = 82783
 
-# The first 48 images of COCO train2017 (the ones in the well-known coco128 subset).
+# 48 of the first COCO train2017 images (those of the coco128 subset; 139 and 285,
+# which are val2017 images, are left out).
 _COCO_SAMPLE_IDS = (
     9, 25, 30, 34, 36, 42, 49, 61, 64, 71, 72, 73, 74, 77, 78, 81,
-    86, 89, 92, 94, 109, 110, 113, 127, 133, 136, 138, 139, 142, 143, 144, 149,
-    151, 154, 164, 165, 192, 194, 196, 201, 208, 241, 247, 250, 257, 260, 263, 283,
+    86, 89, 92, 94, 109, 110, 113, 127, 133, 136, 138, 142, 143, 144, 149,
+    151, 154, 164, 165, 192, 194, 196, 201, 208, 241, 247, 250, 257, 260, 263, 283, 294,
 )  # fmt: skip
 COCO_SAMPLE_URLS: tuple[str, ...] = tuple(
     f"http://images.cocodataset.org/train2017/{image_id:012d}.jpg" for image_id in _COCO_SAMPLE_IDS

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,8 @@ from .model import TransformerNet
 # weights every run and would add 30-60 MB to each file).
 _VGG_PREFIX = "loss_net.vgg."
 SCHEDULERS = ("none", "cosine", "step")
+# The frozen VGG is in eval mode on purpose; Lightning warns about it at fit start.
+warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training")
 
 
 class StyleTransferModule(pl.LightningModule):
