@@ -28,7 +28,7 @@ from transformer_net.checkpoint import ModelFileError, save_model_file
 from transformer_net.data import DataError
 from transformer_net.download import DownloadError, fetch_file
 from transformer_net.image import ImageError, load_image
-from transformer_net.module import write_preview
+from transformer_net.module import auto_precision, write_preview
 from transformer_net.vgg import VGGWeightsError
 
 log = logging.getLogger("transformer_net.train")
@@ -56,6 +56,8 @@ def train(cfg: DictConfig) -> dict[str, Path]:
         raise VGGWeightsError(f"{vgg_weights}: VGG-16 weights file not found (loss.vgg_weights)")
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, output_dir)
 
+    if cfg.trainer.precision == "auto":
+        cfg.trainer.precision = auto_precision()
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = hydra.utils.instantiate(cfg.data)
     datamodule.prepare_data()
@@ -102,7 +104,10 @@ def resolve_style_image(style: DictConfig) -> Path:
     if not style.get("url"):
         raise ValueError(f"style {style.name!r} has neither style.image nor style.url")
     suffix = Path(str(style.url)).suffix or ".jpg"
-    return fetch_file(str(style.url), name=f"{style.name}{suffix}", subdir="styles")
+    try:
+        return fetch_file(str(style.url), name=f"{style.name}{suffix}", subdir="styles")
+    except DownloadError as e:
+        raise DownloadError(f"{e} (offline: pass style.image=/path/to/painting.jpg)") from None
 
 
 def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:

@@ -197,3 +197,32 @@ def test_quickstart_fetches_what_it_needs_then_trains(tmp_path, monkeypatch, sty
         and result["model_file"].is_file()
     )
     assert (tmp_path / "qs" / "preview.jpg").is_file()
+
+
+@pytest.mark.slow
+def test_default_architecture_and_weights_learn_on_real_photos(tmp_path):
+    """Default model, caffe loss weights, real VGG and photos: 150 steps at 64 px."""
+    vgg = require(CAFFE_VGG)
+    photos = require(SHARED / "data" / "coco128")
+    painting = require(SHARED / "images" / "styles" / "starry_night.jpg")
+    overrides = [
+        f"data.root={photos}",
+        "data.image_size=64",
+        "data.num_workers=1",
+        "data.val_count=4",
+        f"style.image={painting}",
+        "style.size=64",
+        "loss=caffe",
+        f"loss.vgg_weights={vgg}",
+        "trainer.max_steps=150",
+        "trainer.val_check_interval=50",
+        "trainer.log_every_n_steps=5",
+        "trainer.accelerator=cpu",
+        "trainer.enable_progress_bar=false",
+        f"output_dir={tmp_path / 'run'}",
+    ]
+    train(make_cfg(overrides))
+    values, images = scalars(tmp_path / "run")
+    losses = [v for _, v in sorted(values["loss/total"])]
+    assert sum(losses[-5:]) < 0.5 * sum(losses[:5]), losses
+    assert len(values["val/loss"]) == 3 and "samples/content|stylized" in images

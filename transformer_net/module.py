@@ -39,7 +39,9 @@ class StyleTransferModule(pl.LightningModule):
     resized so that its longer side is ``style_size`` (None: as is);
     ``optim``: ``lr``, ``betas``, ``weight_decay``, ``scheduler`` (none, cosine,
     step), ``step_size`` and ``gamma`` (for step); ``num_samples``: validation
-    photos shown in the image panels.
+    photos shown in the image panels. Speed switches (same math, see
+    docs/benchmarks.md): ``channels_last`` memory format for both networks,
+    ``compile`` the training computation with ``torch.compile``.
     """
 
     def __init__(
@@ -52,6 +54,8 @@ class StyleTransferModule(pl.LightningModule):
         style_name: str = "style",
         optim: Mapping[str, Any] | None = None,
         num_samples: int = 4,
+        channels_last: bool = False,
+        compile: bool = False,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -75,6 +79,12 @@ class StyleTransferModule(pl.LightningModule):
         if self.optim["lr"] <= 0:
             raise ValueError(f"optim.lr must be > 0, got {self.optim['lr']}")
         self.num_samples = int(num_samples)
+        self.channels_last = bool(channels_last)
+        self.compile = bool(compile)
+        # The function that maps a uint8 batch to (losses, output); setup() swaps
+        # in a compiled version. Kept out of the module tree, so that checkpoints
+        # keep their plain parameter names.
+        self._compute_fn = self._compute
         self._last_batch_end: float | None = None
         self._samples: list[torch.Tensor] = []
 
@@ -82,11 +92,22 @@ class StyleTransferModule(pl.LightningModule):
         """(B, 3, H, W) RGB 0-255 -> stylized (B, 3, H, W) RGB ~0-255."""
         return self.transformer(x)
 
-    def _losses(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[dict, torch.Tensor]:
-        images, _ = batch
+    def setup(self, stage: str) -> None:
+        if self.channels_last:
+            self.transformer.to(memory_format=torch.channels_last)
+            self.loss_net.to(memory_format=torch.channels_last)
+        if self.compile and self._compute_fn == self._compute:
+            self._compute_fn = torch.compile(self._compute)
+
+    def _compute(self, images: torch.Tensor) -> tuple[dict, torch.Tensor]:
         content = images.float()  # uint8 (B, 3, S, S) -> float 0-255
+        if self.channels_last:
+            content = content.contiguous(memory_format=torch.channels_last)
         output = self.transformer(content)
         return self.loss_net(output, content), output
+
+    def _losses(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[dict, torch.Tensor]:
+        return self._compute_fn(batch[0])
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         losses, _ = self._losses(batch)
@@ -183,6 +204,13 @@ class StyleTransferModule(pl.LightningModule):
         for key, value in self.state_dict().items():
             if key.startswith(_VGG_PREFIX):
                 sd.setdefault(key, value)
+
+
+def auto_precision() -> str:
+    """bf16 autocast where the GPU supports it (Ampere and newer), else fp32."""
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return "bf16-mixed"
+    return "32-true"
 
 
 def sample_grid(samples: list[torch.Tensor]) -> torch.Tensor:

@@ -1,0 +1,331 @@
+"""Measure training throughput and stylization latency, configurations side by side.
+
+Machines are noisy, so every configuration runs in the same process, interleaved
+over several rounds, and is reported with its ratio to the first one (with
+``--baseline``: the plain fp32, eager, NCHW implementation of the same math).
+The training step is the real one (``StyleTransferModule._compute`` + backward
++ Adam), without Lightning's loop; ``--data`` adds the data loader.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from transformer_net.image import save_image
+from transformer_net.model import TransformerNet
+from transformer_net.module import StyleTransferModule
+
+EPILOG = """\
+examples:
+  python scripts/benchmark.py --baseline                       # this machine, default configs
+  python scripts/benchmark.py --baseline --train-configs fp32-cl,bf16-cl --json cpu.json
+  python scripts/benchmark.py --device cuda --baseline --batch-size 16 --sizes 1024,1920x1080
+  python scripts/benchmark.py --skip-inference --data data/coco_prepared --batch-size 32
+
+configurations (comma-separated names; "baseline" is fp32-eager-nchw):
+  precision  fp32 | bf16 | fp16     autocast dtype (inference: weights in that dtype)
+  -cl        channels_last memory format for the networks and inputs
+  -compile   torch.compile (inference on CUDA: mode=max-autotune with CUDA graphs)
+"""
+
+
+@dataclass
+class Config:
+    name: str
+    dtype: torch.dtype = torch.float32
+    channels_last: bool = False
+    compile: bool = False
+
+    @classmethod
+    def parse(cls, name: str) -> Config:
+        if name == "baseline":
+            return cls(name="baseline")
+        parts = name.split("-")
+        dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+        if parts[0] not in dtypes or not set(parts[1:]) <= {"cl", "compile"}:
+            raise ValueError(f"unknown configuration {name!r} (see --help)")
+        return cls(name, dtypes[parts[0]], "cl" in parts[1:], "compile" in parts[1:])
+
+
+@dataclass
+class Result:
+    kind: str
+    config: str
+    shape: str
+    images_per_s: float
+    ms_median: float
+    ms_min: float
+    peak_mem_mb: float | None
+    ratio: float | None = None
+    samples_ms: list[float] = field(default_factory=list)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def peak_memory_mb(device: torch.device) -> float | None:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return None
+
+
+def make_trainer_step(cfg: Config, args, device: torch.device, style_path: Path):
+    """A closure doing one real training step on a fixed uint8 batch or given images."""
+    module = StyleTransferModule(
+        model={},
+        loss={"vgg_weights": args.vgg_weights, "preprocessing": "caffe", "style_weight": 5.0},
+        style_image=str(style_path),
+        style_size=args.image_size,
+        channels_last=cfg.channels_last,
+        compile=cfg.compile,
+    ).to(device)
+    module.setup("fit")
+    opt = torch.optim.Adam(module.transformer.parameters(), lr=1e-3)
+    autocast = cfg.dtype != torch.float32
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.dtype == torch.float16)
+
+    def step(images: torch.Tensor) -> None:
+        with torch.autocast(device.type, dtype=cfg.dtype, enabled=autocast):
+            losses, _ = module._compute_fn(images)
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(losses["total"]).backward()
+        scaler.step(opt)
+        scaler.update()
+
+    return step
+
+
+def make_inference(cfg: Config, device: torch.device):
+    model = TransformerNet().to(device).eval().requires_grad_(False)
+    model = model.to(dtype=cfg.dtype)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    fn = model
+    if cfg.compile:
+        mode = "max-autotune" if device.type == "cuda" else None
+        fn = torch.compile(model, mode=mode, dynamic=False)
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return fn(x)
+
+    def prepare(x: torch.Tensor) -> torch.Tensor:
+        x = x.to(device=device, dtype=cfg.dtype)
+        return x.contiguous(memory_format=torch.channels_last) if cfg.channels_last else x
+
+    return run, prepare
+
+
+def time_rounds(fns: dict, args, device: torch.device, per_call_images: int) -> dict:
+    """Interleave configurations over rounds; returns {name: [ms per call]}."""
+    times = {name: [] for name in fns}
+    for fn in fns.values():  # warm-up (compilation, cudnn autotune)
+        for _ in range(args.warmup):
+            fn()
+        sync(device)
+    for _ in range(args.rounds):
+        for name, fn in fns.items():
+            sync(device)
+            start = time.perf_counter()
+            for _ in range(args.steps):
+                fn()
+            sync(device)
+            times[name].append((time.perf_counter() - start) * 1000 / args.steps)
+    return times
+
+
+def summarize(kind: str, shape: str, times: dict, per_call_images: int, device, mems) -> list:
+    results = []
+    for name, ms in times.items():
+        med = statistics.median(ms)
+        results.append(
+            Result(
+                kind,
+                name,
+                shape,
+                per_call_images * 1000 / med,
+                med,
+                min(ms),
+                mems.get(name),
+                samples_ms=[round(t, 3) for t in ms],
+            )  # fmt: skip
+        )
+    base = results[0].ms_median
+    for r in results:
+        r.ratio = base / r.ms_median
+    return results
+
+
+def bench_training(configs, args, device, style_path) -> list[Result]:
+    b, s = args.batch_size, args.image_size
+    batch = torch.randint(0, 256, (b, 3, s, s), dtype=torch.uint8, device=device)
+    fns, mems = {}, {}
+    for cfg in configs:
+        step = make_trainer_step(cfg, args, device, style_path)
+        fns[cfg.name] = lambda step=step: step(batch)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    times = time_rounds(fns, args, device, b)
+    mems = {name: peak_memory_mb(device) for name in fns}  # shared peak: see docs
+    results = summarize("train", f"{b}x{s}x{s}", times, b, device, mems)
+    if args.data:
+        results += bench_training_with_loader(configs[-1], args, device, style_path)
+    return results
+
+
+def bench_training_with_loader(cfg, args, device, style_path) -> list[Result]:
+    """End to end: the data module's loader feeding the real step (last config)."""
+    from transformer_net.data import ImageFolderDataModule
+
+    dm = ImageFolderDataModule(
+        root=args.data, image_size=args.image_size, batch_size=args.batch_size,
+        num_workers=args.workers, val_count=0,
+    )  # fmt: skip
+    dm.setup("fit")
+    step = make_trainer_step(cfg, args, device, style_path)
+    loader = iter(dm.train_dataloader())
+    n = args.warmup + args.steps * args.rounds
+    ms = []
+    for i in range(n):
+        start = time.perf_counter()
+        try:
+            images, _ = next(loader)
+        except StopIteration:
+            loader = iter(dm.train_dataloader())
+            images, _ = next(loader)
+        step(images.to(device, non_blocking=True))
+        sync(device)
+        if i >= args.warmup:
+            ms.append((time.perf_counter() - start) * 1000)
+    return summarize(
+        "train+data", f"{args.batch_size}x{args.image_size}²", {f"{cfg.name}+loader": ms},
+        args.batch_size, device, {},
+    )  # fmt: skip
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    w, _, h = text.partition("x")
+    return (int(w), int(h or w))
+
+
+def bench_inference(configs, args, device) -> list[Result]:
+    results = []
+    for size in args.sizes.split(","):
+        w, h = parse_size(size)
+        x = torch.rand(1, 3, h, w, device=device) * 255
+        fns = {}
+        for cfg in configs:
+            run, prepare = make_inference(cfg, device)
+            xi = prepare(x)
+            fns[cfg.name] = lambda run=run, xi=xi: run(xi)
+        times = time_rounds(fns, args, device, 1)
+        results += summarize("stylize", f"{w}x{h}", times, 1, device, {})
+    return results
+
+
+def machine_info(device: torch.device) -> dict:
+    info = {
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(),
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, cwd=Path(__file__).parent, timeout=10)  # fmt: skip
+        info["commit"] = commit.stdout.strip()
+    except OSError:
+        pass
+    return info
+
+
+def print_table(results: list[Result]) -> None:
+    header = f"{'kind':<11} {'config':<22} {'shape':<12} {'img/s':>9} {'ms med':>9} {'ms min':>9} {'x base':>7} {'peak MB':>8}"  # noqa: E501
+    print(header)
+    print("-" * len(header))
+    for r in results:
+        mem = f"{r.peak_mem_mb:.0f}" if r.peak_mem_mb is not None else "-"
+        ratio = f"{r.ratio:.2f}" if r.ratio is not None else "-"
+        print(f"{r.kind:<11} {r.config:<22} {r.shape:<12} {r.images_per_s:>9.2f} "
+              f"{r.ms_median:>9.2f} {r.ms_min:>9.2f} {ratio:>7} {mem:>8}")  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="benchmark.py", description=__doc__, epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    p.add_argument("--baseline", action="store_true", help="include fp32-eager-NCHW first")
+    p.add_argument("--train-configs", default=None, help="comma-separated; default per device")
+    p.add_argument("--infer-configs", default=None, help="comma-separated; default per device")
+    p.add_argument("--image-size", type=int, default=256, help="training crop size")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--sizes", default="256,512,1024,1920x1080", help="inference W[xH] list")
+    p.add_argument("--steps", type=int, default=3, help="calls per round")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds per config")
+    p.add_argument("--warmup", type=int, default=2, help="untimed calls per config")
+    p.add_argument("--vgg-weights", default="random", help="VGG file or random (speed only)")
+    p.add_argument("--data", default=None, help="folder (or prepared folder) for train+data")
+    p.add_argument("--workers", type=int, default=None, help="loader workers for --data")
+    p.add_argument("--skip-training", action="store_true")
+    p.add_argument("--skip-inference", action="store_true")
+    p.add_argument("--json", default=None, help="also write the results here")
+    args = p.parse_args(argv)
+
+    from transformer_net.inference import pick_device
+
+    device = pick_device(args.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    torch.set_float32_matmul_precision("high")
+    gpu = device.type == "cuda"
+    default_train = "bf16-cl-compile" if gpu else "fp32-cl,bf16-cl"
+    default_infer = "bf16-cl,bf16-cl-compile" if gpu else "fp32-cl,bf16-cl"
+    try:
+        train_cfgs = [Config.parse(n) for n in (args.train_configs or default_train).split(",")]
+        infer_cfgs = [Config.parse(n) for n in (args.infer_configs or default_infer).split(",")]
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.baseline:
+        train_cfgs.insert(0, Config.parse("baseline"))
+        infer_cfgs.insert(0, Config.parse("baseline"))
+
+    info = machine_info(device)
+    print(" ".join(f"{k}={v}" for k, v in info.items()), file=sys.stderr)
+    results: list[Result] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        style_path = Path(tmp) / "style.png"
+        save_image(torch.rand(3, args.image_size, args.image_size) * 255, style_path)
+        if not args.skip_training:
+            results += bench_training(train_cfgs, args, device, style_path)
+        if not args.skip_inference:
+            results += bench_inference(infer_cfgs, args, device)
+    print_table(results)
+    if args.json:
+        payload = {"machine": info, "args": vars(args), "results": [asdict(r) for r in results]}
+        Path(args.json).write_text(json.dumps(payload, indent=2))
+        print(f"wrote {args.json}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
