@@ -226,3 +226,30 @@ def test_default_architecture_and_weights_learn_on_real_photos(tmp_path):
     losses = [v for _, v in sorted(values["loss/total"])]
     assert sum(losses[-5:]) < 0.5 * sum(losses[:5]), losses
     assert len(values["val/loss"]) == 3 and "samples/content|stylized" in images
+
+
+@pytest.mark.slow
+def test_two_process_ddp_on_cpu_ranks_agree(tmp_path, photo_dir, style_file):
+    """Lightning DDP (gloo) through train.py: both ranks end with identical weights."""
+    dump = tmp_path / "ranks"
+    args = [
+        *tiny_overrides(tmp_path, photo_dir, style_file, steps=4),
+        "trainer.devices=2",
+        "trainer.strategy=ddp",
+        "model.channels=[8,16,16]",
+        "model.num_residual=1",
+        "+callbacks.dump._target_=tests.ddp_probe.ParamDump",
+        f"+callbacks.dump.folder={dump}",
+    ]
+    proc = subprocess.run(
+        [sys.executable, "train.py", *args], cwd=REPO, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r0 = torch.load(dump / "rank0.pt", weights_only=True)
+    r1 = torch.load(dump / "rank1.pt", weights_only=True)
+    assert (r0["world"], r1["rank"]) == (2, 1)
+    for key, value in r0["state"].items():
+        torch.testing.assert_close(value, r1["state"][key], rtol=0, atol=0)
+    assert (tmp_path / "run" / "custom.pth").is_file()
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 4
