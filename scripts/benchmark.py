@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import statistics
 import subprocess
@@ -82,11 +83,12 @@ def peak_memory_mb(device: torch.device) -> float | None:
     return None
 
 
-def make_trainer_step(cfg: Config, args, device: torch.device, style_path: Path):
-    """A closure doing one real training step on a fixed uint8 batch or given images."""
+def make_trainer_step(cfg: Config, args, device: torch.device, style_path: Path, *, seed=0):
+    """A closure doing one real training step on a uint8 batch; returns the total loss."""
+    torch.manual_seed(seed)  # same initial weights for every configuration
     module = StyleTransferModule(
         model={},
-        loss={"vgg_weights": args.vgg_weights, "preprocessing": "caffe", "style_weight": 5.0},
+        loss={"vgg_weights": args.vgg_weights, "preprocessing": args.vgg_preprocessing},
         style_image=str(style_path),
         style_size=args.image_size,
         channels_last=cfg.channels_last,
@@ -104,8 +106,44 @@ def make_trainer_step(cfg: Config, args, device: torch.device, style_path: Path)
         scaler.scale(losses["total"]).backward()
         scaler.step(opt)
         scaler.update()
+        return losses["total"]
 
+    step.module = module
     return step
+
+
+def quality_check(configs, args, device, style_path) -> dict:
+    """Train each configuration from the same weights on the same batches for
+    ``--quality-steps`` steps; compare the final loss (mean of the last 10 steps,
+    measured in each configuration's own precision) and the stylized images
+    (PSNR against the first configuration, on a held-out batch, in fp32 eval)."""
+    g = torch.Generator().manual_seed(1)
+    s, b = args.image_size, args.batch_size
+    batches = [
+        torch.randint(0, 256, (b, 3, s, s), dtype=torch.uint8, generator=g) for _ in range(8)
+    ]
+    held_out = torch.rand(2, 3, s, s, generator=g).mul(255).to(device)
+    report, outputs = {}, {}
+    for cfg in configs:
+        step = make_trainer_step(cfg, args, device, style_path)
+        losses = [
+            float(step(batches[i % len(batches)].to(device))) for i in range(args.quality_steps)
+        ]
+        net = step.module.transformer.float().eval()
+        with torch.no_grad():
+            outputs[cfg.name] = net(held_out.contiguous()).clamp(0, 255)
+        tail = losses[-10:]
+        report[cfg.name] = {"final_loss": sum(tail) / len(tail), "first_loss": losses[0]}
+    ref_name = configs[0].name
+    for name, out in outputs.items():
+        mse = torch.mean((out - outputs[ref_name]) ** 2).item()
+        report[name]["psnr_vs_" + ref_name] = (
+            float("inf") if mse == 0 else 10 * math.log10(255**2 / mse)
+        )
+        report[name]["loss_ratio_vs_" + ref_name] = (
+            report[name]["final_loss"] / report[ref_name]["final_loss"]
+        )
+    return report
 
 
 def make_inference(cfg: Config, device: torch.device):
@@ -283,11 +321,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds per config")
     p.add_argument("--warmup", type=int, default=2, help="untimed calls per config")
     p.add_argument("--vgg-weights", default="random", help="VGG file or random (speed only)")
+    p.add_argument("--vgg-preprocessing", default="caffe", help="caffe or torchvision")
     p.add_argument("--data", default=None, help="folder (or prepared folder) for train+data")
     p.add_argument("--workers", type=int, default=None, help="loader workers for --data")
     p.add_argument("--skip-training", action="store_true")
     p.add_argument("--skip-inference", action="store_true")
     p.add_argument("--json", default=None, help="also write the results here")
+    p.add_argument(
+        "--quality-steps", type=int, default=0,
+        help="also train N steps per training config from the same start and compare",
+    )  # fmt: skip
     args = p.parse_args(argv)
 
     from transformer_net.inference import pick_device
@@ -319,9 +362,17 @@ def main(argv: list[str] | None = None) -> int:
             results += bench_training(train_cfgs, args, device, style_path)
         if not args.skip_inference:
             results += bench_inference(infer_cfgs, args, device)
+        quality = quality_check(train_cfgs, args, device, style_path) if args.quality_steps else {}
     print_table(results)
+    for name, q in quality.items():
+        print(f"quality {name}: " + ", ".join(f"{k}={v:.4g}" for k, v in q.items()))
     if args.json:
-        payload = {"machine": info, "args": vars(args), "results": [asdict(r) for r in results]}
+        payload = {
+            "machine": info,
+            "args": vars(args),
+            "results": [asdict(r) for r in results],
+            "quality": quality,
+        }
         Path(args.json).write_text(json.dumps(payload, indent=2))
         print(f"wrote {args.json}", file=sys.stderr)
     return 0

@@ -238,6 +238,8 @@ def test_two_process_ddp_on_cpu_ranks_agree(tmp_path, photo_dir, style_file):
         "trainer.strategy=ddp",
         "model.channels=[8,16,16]",
         "model.num_residual=1",
+        "optim.lr_scaling=linear",
+        "optim.reference_batch=2",
         "+callbacks.dump._target_=tests.ddp_probe.ParamDump",
         f"+callbacks.dump.folder={dump}",
     ]
@@ -253,3 +255,26 @@ def test_two_process_ddp_on_cpu_ranks_agree(tmp_path, photo_dir, style_file):
     assert (tmp_path / "run" / "custom.pth").is_file()
     ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["global_step"] == 4
+    # lr 1e-3 for a batch of 2; effective batch 2 x 2 ranks -> linear scaling doubles it.
+    assert ckpt["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(2e-3)
+
+
+@pytest.mark.parametrize("rule,expected", [("none", 1e-3), ("linear", 4e-3), ("sqrt", 2e-3)])
+def test_learning_rate_scaling_rules(style_file, rule, expected):
+    from types import SimpleNamespace
+
+    from transformer_net.module import StyleTransferModule
+
+    module = StyleTransferModule(
+        model={"channels": [4, 4, 4], "num_residual": 1},
+        loss={
+            "vgg_weights": "random",
+            "style_layers": {"relu1_2": 1.0},
+            "content_layers": {"relu1_2": 1.0},
+        },
+        style_image=str(style_file),
+        optim={"lr": 1e-3, "lr_scaling": rule, "reference_batch": 4},
+    )
+    # 8 images per device x 2 devices = 16 = 4 x the reference batch.
+    module._trainer = SimpleNamespace(world_size=2, datamodule=SimpleNamespace(batch_size=8))
+    assert module.effective_lr() == pytest.approx(expected)

@@ -172,10 +172,30 @@ class StyleTransferModule(pl.LightningModule):
             if hasattr(writer, "add_image"):
                 writer.add_image("style", self.style_image.cpu(), self.global_step)
 
+    def effective_lr(self) -> float:
+        """``optim.lr`` scaled for the effective batch (batch x devices x nodes).
+
+        ``optim.lr_scaling``: ``none`` keeps ``lr``; ``linear`` / ``sqrt`` scale it
+        by (effective batch / ``optim.reference_batch``) or its square root.
+        """
+        rule = self.optim.get("lr_scaling", "none")
+        if rule == "none":
+            return float(self.optim["lr"])
+        datamodule = getattr(self.trainer, "datamodule", None)
+        batch = getattr(datamodule, "batch_size", None)
+        if batch is None:
+            raise ValueError("optim.lr_scaling needs a datamodule with a batch_size")
+        ratio = batch * self.trainer.world_size / float(self.optim.get("reference_batch", 4))
+        if rule == "linear":
+            return float(self.optim["lr"]) * ratio
+        if rule == "sqrt":
+            return float(self.optim["lr"]) * math.sqrt(ratio)
+        raise ValueError(f"optim.lr_scaling must be none, linear or sqrt, got {rule!r}")
+
     def configure_optimizers(self):
         opt = torch.optim.Adam(
             self.transformer.parameters(),
-            lr=self.optim["lr"],
+            lr=self.effective_lr(),
             betas=tuple(self.optim["betas"]),
             weight_decay=self.optim["weight_decay"],
         )
