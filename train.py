@@ -85,10 +85,8 @@ def train(cfg: DictConfig) -> dict[str, Path]:
             "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
         result["model_file"] = save_model_file(module.transformer, cfg.model_file, meta=meta)
-        result["preview"] = write_preview(
-            module.transformer, datamodule.val_files or datamodule.train_files[:4],
-            output_dir / "preview.jpg", image_size=int(cfg.data.image_size),
-        )  # fmt: skip
+        preview = datamodule.preview_images(4)  # (n, 3, S, S) uint8
+        result["preview"] = write_preview(module.transformer, preview, output_dir / "preview.jpg")
         log.info("model file: %s", result["model_file"])
         log.info("preview: %s", result["preview"])
     return result

@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from tests.conftest import REPO
+from transformer_net.module import auto_precision
 
 CONFIGS = REPO / "configs"
 STYLES = sorted(p.stem for p in (CONFIGS / "style").glob("*.yaml") if p.stem != "custom")
@@ -103,7 +104,10 @@ def test_datamodule_and_trainer_instantiate(photo_dir, tmp_path):
     dm = instantiate(cfg.data)
     dm.setup()
     assert len(dm.train_files) + len(dm.val_files) == 12
-    trainer = instantiate(cfg.trainer, accelerator="cpu", devices=1, logger=False)
+    assert cfg.trainer.precision == "auto"  # resolved by train() with auto_precision()
+    trainer = instantiate(
+        cfg.trainer, accelerator="cpu", devices=1, logger=False, precision=auto_precision()
+    )
     assert trainer.max_steps == 40000
 
 

@@ -242,19 +242,14 @@ def sample_grid(samples: list[torch.Tensor]) -> torch.Tensor:
 
 
 @torch.no_grad()
-def write_preview(
-    transformer: TransformerNet, files: list, path, *, image_size: int, count: int = 4
-) -> Path:
-    """Stylize up to ``count`` photos (center crops) into one content|stylized JPEG."""
-    from .data import ImageFolderDataset
+def write_preview(transformer: TransformerNet, images: torch.Tensor, path) -> Path:
+    """Stylize (n, 3, S, S) uint8 photos into one content|stylized JPEG at ``path``."""
     from .image import save_image
 
-    dataset = ImageFolderDataset(files=list(files)[:count], image_size=image_size, train=False)
-    images = torch.stack([dataset[i][0] for i in range(len(dataset))])  # (n, 3, S, S) uint8
     device = next(transformer.parameters()).device
     was_training = transformer.training
     transformer.eval()
-    output = transformer(images.to(device).float()).cpu()
+    output = transformer(images.to(device).float()).float().cpu()
     transformer.train(was_training)
     grid = sample_grid([torch.cat([images.float(), output.clamp(0, 255)], dim=3)])
     save_image(grid, path)
