@@ -191,3 +191,59 @@ def test_stylize_does_not_import_lightning_or_hydra(tiny_model, tmp_path):
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120
     )
     assert out.stdout.strip().splitlines()[-1] == "0 []", out.stderr
+
+
+def test_bf16_precision_matches_fp32_closely(tmp_path, tiny_model):
+    src = write_photo(tmp_path / "in.png", size=(64, 48))
+    for precision in ("fp32", "bf16"):
+        out = tmp_path / f"{precision}.png"
+        run_stylize(
+            "--model",
+            tiny_model,
+            "--input",
+            src,
+            "--output",
+            out,
+            "--precision",
+            precision,
+            check_rc=0,
+        )
+    a = np.asarray(Image.open(tmp_path / "fp32.png")).astype(np.float64)
+    b = np.asarray(Image.open(tmp_path / "bf16.png")).astype(np.float64)
+    psnr = 10 * np.log10(255**2 / max(np.mean((a - b) ** 2), 1e-12))
+    assert psnr > 30, psnr
+
+
+def test_pipelined_folder_equals_one_by_one(tmp_path, tiny_model):
+    src = tmp_path / "in"
+    for i in range(6):
+        write_photo(src / f"{i}.png", size=(30 + i, 20 + 2 * i), seed=i)
+    run_stylize(
+        "--model",
+        tiny_model,
+        "--input",
+        src,
+        "--output",
+        tmp_path / "a",
+        "--io-threads",
+        1,
+        check_rc=0,
+    )
+    proc = run_stylize(
+        "--model",
+        tiny_model,
+        "--input",
+        src,
+        "--output",
+        tmp_path / "b",
+        "--io-threads",
+        4,
+        check_rc=0,
+    )
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("[")]
+    assert [line.split("]")[0] for line in lines] == [f"[{i}/6" for i in range(1, 7)]  # input order
+    for i in range(6):
+        assert np.array_equal(
+            np.asarray(Image.open(tmp_path / "a" / f"{i}.png")),
+            np.asarray(Image.open(tmp_path / "b" / f"{i}.png")),
+        )

@@ -27,19 +27,55 @@ def pick_device(name: str = "auto") -> torch.device:
     return device
 
 
-class Stylizer:
-    """A model file loaded on a device, applied to uint8 RGB images."""
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
-    def __init__(self, *, model_path: str | os.PathLike, device: str = "auto"):
+
+def pick_precision(name: str, device: torch.device) -> torch.dtype:
+    """``auto``: bf16 on GPUs that support it (same range as fp32, half the bytes), else fp32."""
+    if name == "auto":
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    if name not in PRECISIONS:
+        raise ValueError(f"precision must be auto, {', '.join(PRECISIONS)}; got {name!r}")
+    return PRECISIONS[name]
+
+
+class Stylizer:
+    """A model file loaded on a device, applied to uint8 RGB images.
+
+    On CUDA the weights and activations use ``precision`` (bf16 by default) and
+    the channels_last memory format; uploads are uint8 from pinned memory (4x
+    fewer bytes than float) and converted on the device. ``compile`` uses
+    ``torch.compile`` (worth it for many images of one size, e.g. video frames).
+    """
+
+    def __init__(
+        self,
+        *,
+        model_path: str | os.PathLike,
+        device: str = "auto",
+        precision: str = "auto",
+        compile: bool = False,
+    ):
         self.device = pick_device(device)
+        self.dtype = pick_precision(precision, self.device)
         self.model, self.meta = load_model(model_path, device=self.device)
-        self.model.requires_grad_(False)
+        self.model.requires_grad_(False).to(dtype=self.dtype)
+        self.channels_last = self.device.type == "cuda"
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self._forward = torch.compile(self.model) if compile else self.model
 
     @torch.inference_mode()
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
         """(3, H, W) uint8 RGB -> (3, H, W) uint8 RGB, same size, on the CPU."""
-        x = image.to(self.device, non_blocking=True).unsqueeze(0).float()  # (1, 3, H, W)
-        y = self.model(x)
+        if self.device.type == "cuda":
+            image = image.pin_memory()
+        x = image.to(self.device, non_blocking=True).unsqueeze(0).to(self.dtype)  # (1, 3, H, W)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        y = self._forward(x).float()
         return y.clamp_(0, 255).round_().to(torch.uint8)[0].cpu()
 
     def timed(self, image: torch.Tensor) -> tuple[torch.Tensor, float]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,6 +48,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--device", default="auto", help="auto (GPU if available), cpu, cuda, cuda:1, mps"
     )
+    p.add_argument(
+        "--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+        help="auto: bf16 on GPUs that support it, else fp32",
+    )  # fmt: skip
+    p.add_argument(
+        "--compile", action="store_true", help="torch.compile the model (many images of one size)"
+    )
+    p.add_argument("--io-threads", type=int, default=4, help="threads decoding/encoding images (4)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--quiet", action="store_true", help="print only errors and the summary")
     return p
@@ -96,32 +106,89 @@ def run(args: argparse.Namespace) -> int:
         if out.exists() and not args.overwrite:
             return _fail(f"{out}: already exists (pass --overwrite to replace it)")
     try:
-        stylizer = Stylizer(model_path=args.model, device=args.device)
+        stylizer = Stylizer(
+            model_path=args.model,
+            device=args.device,
+            precision=args.precision,
+            compile=args.compile,
+        )
     except (ModelFileError, ValueError, RuntimeError) as e:
         return _fail(str(e))
-    if not args.quiet:
-        print(f"model {args.model} on {stylizer.device}; {len(jobs)} image(s)", file=sys.stderr)
-
-    start = time.perf_counter()
-    for i, (path, out) in enumerate(jobs, 1):
+    todo = []
+    for path, out in jobs:
         if out.exists() and not args.overwrite:
             summary.skipped.append((path, f"{out} exists (--overwrite replaces it)"))
-            continue
-        try:
-            image = load_image(path, max_side=args.size, scale=args.scale)
-            result, seconds = stylizer.timed(image)
-            save_image(result, out)
-        except (ImageError, ValueError) as e:
-            summary.failed.append((path, str(e)))
-            print(f"error: {e}", file=sys.stderr)
-            continue
-        summary.done += 1
-        if not args.quiet:
-            h, w = result.shape[-2:]
-            print(f"[{i}/{len(jobs)}] {path} -> {out}  {w}x{h}  {seconds * 1000:.1f} ms")
+        else:
+            todo.append((path, out))
+    if not args.quiet:
+        print(
+            f"model {args.model} on {stylizer.device} ({str(stylizer.dtype)[6:]}); "
+            f"{len(todo)} image(s)",
+            file=sys.stderr,
+        )
+    start = time.perf_counter()
+    stylize_all(todo, stylizer, args, summary)
     summary.seconds = time.perf_counter() - start
     _print_summary(summary, folder=src.is_dir())
     return 1 if summary.failed else 0
+
+
+def stylize_all(todo: list[tuple[Path, Path]], stylizer, args, summary: Summary) -> None:
+    """Decode ahead and encode behind in threads while the model runs.
+
+    PIL releases the GIL while decoding and encoding, so with a GPU the model
+    never waits for JPEG work. Loads are bounded (2 x threads in flight) to keep
+    memory flat on folders of thousands of photos; results print in input order.
+    """
+    threads = max(1, args.io_threads)
+    with ThreadPoolExecutor(threads) as loaders, ThreadPoolExecutor(threads) as savers:
+        loads: deque = deque()
+        queue = iter(todo)
+
+        def submit_load() -> None:
+            for path, out in queue:
+                fut = loaders.submit(load_image, path, max_side=args.size, scale=args.scale)
+                loads.append((path, out, fut))
+                return
+
+        for _ in range(2 * threads):
+            submit_load()
+        saves: deque = deque()
+        n = 0
+        while loads:
+            path, out, fut = loads.popleft()
+            submit_load()
+            n += 1
+            try:
+                result, seconds = stylizer.timed(fut.result())
+            except (ImageError, ValueError) as e:
+                _record_failure(summary, path, e)
+                continue
+            saves.append(
+                (n, path, out, result.shape, seconds, savers.submit(save_image, result, out))
+            )
+            while saves and saves[0][-1].done():
+                _report_save(saves.popleft(), len(todo), args, summary)
+        while saves:
+            _report_save(saves.popleft(), len(todo), args, summary)
+
+
+def _report_save(item, total: int, args, summary: Summary) -> None:
+    n, path, out, shape, seconds, fut = item
+    try:
+        fut.result()
+    except (ImageError, ValueError) as e:
+        _record_failure(summary, path, e)
+        return
+    summary.done += 1
+    if not args.quiet:
+        h, w = shape[-2:]
+        print(f"[{n}/{total}] {path} -> {out}  {w}x{h}  {seconds * 1000:.1f} ms")
+
+
+def _record_failure(summary: Summary, path: Path, error: Exception) -> None:
+    summary.failed.append((path, str(error)))
+    print(f"error: {error}", file=sys.stderr)
 
 
 def _print_summary(summary: Summary, *, folder: bool) -> None:
@@ -131,7 +198,7 @@ def _print_summary(summary: Summary, *, folder: bool) -> None:
         print(f"skipped: {path}: {reason}", file=sys.stderr)
     print(
         f"done {summary.done}, skipped {len(summary.skipped)}, failed {len(summary.failed)} "
-        f"in {summary.seconds:.1f} s",
+        f"in {summary.seconds:.1f} s ({summary.done / max(summary.seconds, 1e-9):.1f} images/s)",
         file=sys.stderr,
     )
 
