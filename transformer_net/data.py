@@ -21,10 +21,9 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from .image import list_images, pil_to_tensor
+from .image import list_images, load_short_side, pil_to_tensor
 
 log = logging.getLogger(__name__)
 # How many consecutive unreadable files a sample may skip before the data is
@@ -69,20 +68,13 @@ class ImageFolderDataset(Dataset):
 
     def _load(self, path: Path) -> torch.Tensor:
         s = self.image_size
-        with Image.open(path) as img:
-            # JPEG draft mode decodes at 1/2, 1/4 or 1/8 scale when the photo is
-            # much larger than needed: several times faster for COCO at 256.
-            img.draft("RGB", (s, s))
-            img = img.convert("RGB")
+        img = load_short_side(path, s)
         w, h = img.size
-        scale = s / min(w, h)
-        new_w, new_h = max(s, round(w * scale)), max(s, round(h * scale))
-        img = img.resize((new_w, new_h), Image.Resampling.BILINEAR, reducing_gap=3.0)
         if self.train:
-            left = int(torch.randint(0, new_w - s + 1, ()).item())
-            top = int(torch.randint(0, new_h - s + 1, ()).item())
+            left = int(torch.randint(0, w - s + 1, ()).item())
+            top = int(torch.randint(0, h - s + 1, ()).item())
         else:
-            left, top = (new_w - s) // 2, (new_h - s) // 2
+            left, top = (w - s) // 2, (h - s) // 2
         return pil_to_tensor(img.crop((left, top, left + s, top + s)))
 
 

@@ -46,7 +46,7 @@ def open_rgb(path: str | os.PathLike) -> Image.Image:
         with Image.open(path) as img:
             img.load()  # decode now: truncated files fail here, not later
             img = ImageOps.exif_transpose(img)
-            return _to_rgb(img)
+            return to_rgb(img)
     except FileNotFoundError:
         raise ImageError(f"{path}: file not found") from None
     except IsADirectoryError:
@@ -58,7 +58,8 @@ def open_rgb(path: str | os.PathLike) -> Image.Image:
         raise ImageError(f"{path}: cannot decode image ({e})") from None
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Any PIL mode -> 8-bit RGB (16-bit grayscale rescaled, not clipped)."""
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         # 16/32-bit grayscale: PIL's convert("L") clips instead of rescaling.
         arr = np.asarray(img, dtype=np.float64)
@@ -67,6 +68,23 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         img = img.convert("RGBA")
     return img.convert("RGB")
+
+
+def load_short_side(path: str | os.PathLike, size: int) -> Image.Image:
+    """Decode a photo to RGB with its shorter side resized to ``size`` (for square crops).
+
+    Errors are PIL's own (the data loaders report and skip unreadable files).
+    """
+    with Image.open(path) as img:
+        # JPEG draft mode decodes at 1/2, 1/4 or 1/8 scale when the photo is much
+        # larger than needed (never below size x size): several times faster.
+        img.draft("RGB", (size, size))
+        img.load()
+        img = to_rgb(ImageOps.exif_transpose(img))
+    w, h = img.size
+    scale = size / min(w, h)
+    new_size = (max(size, round(w * scale)), max(size, round(h * scale)))
+    return img.resize(new_size, Image.Resampling.BILINEAR, reducing_gap=3.0)
 
 
 def pil_to_tensor(img: Image.Image) -> torch.Tensor:

@@ -30,12 +30,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from .atomic import atomic_write
 from .data import DataError
-from .image import _to_rgb, list_images
+from .image import list_images, load_short_side
 
 FORMAT = "transformer-net-prepared"
 VERSION = 1
@@ -220,17 +220,9 @@ def prepare_dataset(
 
 def decode_square(path: str | os.PathLike, size: int) -> np.ndarray:
     """A photo as a (size, size, 3) uint8 RGB array: shorter side resized, center crop."""
-    with Image.open(path) as img:
-        # JPEG draft mode decodes at 1/2, 1/4 or 1/8 scale when the photo is much
-        # larger than needed (never below size x size): several times faster.
-        img.draft("RGB", (size, size))
-        img.load()
-        img = _to_rgb(ImageOps.exif_transpose(img))
+    img = load_short_side(path, size)
     w, h = img.size
-    scale = size / min(w, h)
-    new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
-    img = img.resize((new_w, new_h), Image.Resampling.BILINEAR, reducing_gap=3.0)
-    left, top = (new_w - size) // 2, (new_h - size) // 2
+    left, top = (w - size) // 2, (h - size) // 2
     return np.asarray(img.crop((left, top, left + size, top + size)), dtype=np.uint8)
 
 
