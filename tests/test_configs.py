@@ -60,7 +60,7 @@ def test_custom_style_needs_an_image():
 
 def test_caffe_loss_group_needs_a_weights_file():
     cfg = make_cfg(["loss=caffe"])
-    assert cfg.loss.preprocessing == "caffe" and cfg.loss.style_weight == 5.0
+    assert cfg.loss.preprocessing == "caffe" and cfg.loss.style_weight == 1.0
     with pytest.raises(MissingMandatoryValue):
         _ = cfg.loss.vgg_weights
 

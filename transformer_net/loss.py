@@ -12,8 +12,8 @@ Johnson et al. 2016. Conventions (the loss weights in ``configs/loss/`` assume t
 - total variation: mean squared difference of neighbouring pixels (0-255 units),
   summed over the vertical and horizontal directions.
 
-These are Johnson's ``fast-neural-style`` conventions, so his weights (content 1,
-style 5 with the Caffe VGG) carry over unchanged.
+These are the conventions of Johnson's ``fast-neural-style`` and of the PyTorch
+examples; the default weights for each VGG release are in ``configs/loss/``.
 """
 
 from __future__ import annotations

@@ -131,12 +131,13 @@ class StyleTransferModule(pl.LightningModule):
         return losses["total"]
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        # Sustained throughput: images per wall-clock second between batch ends,
-        # which includes data loading, optimizer step and logging.
+        # Sustained throughput of all devices together: images per wall-clock
+        # second between batch ends, including data loading, optimizer and logging.
         now = time.perf_counter()
         if self._last_batch_end is not None:
-            dt = now - self._last_batch_end
-            self.log("perf/images_per_sec", batch[0].shape[0] / max(dt, 1e-9), batch_size=1)
+            images = batch[0].shape[0] * self.trainer.world_size
+            dt = max(now - self._last_batch_end, 1e-9)
+            self.log("perf/images_per_sec", images / dt, batch_size=1)
         self._last_batch_end = now
 
     def on_validation_epoch_start(self) -> None:
@@ -159,18 +160,19 @@ class StyleTransferModule(pl.LightningModule):
         if not self._samples or not self.trainer.is_global_zero:
             return
         grid = sample_grid(self._samples)
-        for logger in self.loggers:
-            writer = getattr(logger, "experiment", None)
-            if hasattr(writer, "add_image"):
-                writer.add_image("samples/content|stylized", grid / 255.0, self.global_step)
+        for writer in self._image_writers():
+            writer.add_image("samples/content|stylized", grid / 255.0, self.global_step)
 
     def on_fit_start(self) -> None:
         if not self.trainer.is_global_zero:
             return
-        for logger in self.loggers:
-            writer = getattr(logger, "experiment", None)
-            if hasattr(writer, "add_image"):
-                writer.add_image("style", self.style_image.cpu(), self.global_step)
+        for writer in self._image_writers():
+            writer.add_image("style", self.style_image.cpu(), self.global_step)
+
+    def _image_writers(self) -> list:
+        """The loggers' writers that take images (TensorBoard's SummaryWriter)."""
+        writers = [getattr(logger, "experiment", None) for logger in self.loggers]
+        return [w for w in writers if hasattr(w, "add_image")]
 
     def effective_lr(self) -> float:
         """``optim.lr`` scaled for the effective batch (batch x devices x nodes).
