@@ -111,42 +111,62 @@ def make_trainer_step(cfg: Config, args, device: torch.device, style_path: Path,
         scaler.scale(losses["total"]).backward()
         scaler.step(opt)
         scaler.update()
-        return losses["total"]
+        return losses["total"].detach()
 
     step.module = module
     return step
 
 
-def quality_check(configs, args, device, style_path) -> dict:
-    """Train each configuration from the same weights on the same batches for
-    ``--quality-steps`` steps; compare the final loss (mean of the last 10 steps,
-    measured in each configuration's own precision) and the stylized images
-    (PSNR against the first configuration, on a held-out batch, in fp32 eval)."""
+def quality_batches(args, n_train: int, n_eval: int) -> tuple[list, torch.Tensor]:
+    """Training batches and held-out images: real photos from ``--data`` if given
+    (seeded random crops / center crops), else uniform noise."""
     g = torch.Generator().manual_seed(1)
     s, b = args.image_size, args.batch_size
+    if not args.data:
+        batches = [torch.randint(0, 256, (b, 3, s, s), dtype=torch.uint8, generator=g)]
+        return batches * n_train, torch.randint(0, 256, (n_eval, 3, s, s), dtype=torch.uint8)
+    from transformer_net.data import ImageFolderDataset
+    from transformer_net.image import list_images
+
+    files = list_images(args.data)
+    order = torch.randperm(len(files), generator=g).tolist()
+    held = [files[i] for i in order[:n_eval]]
+    pool = [files[i] for i in order[n_eval:]]
+    train_ds = ImageFolderDataset(files=pool, image_size=s, train=True)
+    torch.manual_seed(2)  # the random crops
     batches = [
-        torch.randint(0, 256, (b, 3, s, s), dtype=torch.uint8, generator=g) for _ in range(8)
+        torch.stack([train_ds[(k * b + j) % len(pool)][0] for j in range(b)])
+        for k in range(n_train)
     ]
-    held_out = torch.rand(2, 3, s, s, generator=g).mul(255).to(device)
+    eval_ds = ImageFolderDataset(files=held, image_size=s, train=False)
+    return batches, torch.stack([eval_ds[i][0] for i in range(len(held))])
+
+
+def quality_check(configs, args, device, style_path) -> dict:
+    """Train each configuration from the same weights on the same batches for
+    ``--quality-steps`` steps, then evaluate every trained network the same way:
+    fp32 loss and stylized images on held-out photos. Reports the held-out loss,
+    its ratio to the first configuration's, and the PSNR between their outputs."""
+    batches, held_out = quality_batches(args, args.quality_steps, n_eval=8)
+    held_out = held_out.to(device).float()
     report, outputs = {}, {}
     for cfg in configs:
         step = make_trainer_step(cfg, args, device, style_path)
-        losses = [
-            float(step(batches[i % len(batches)].to(device))) for i in range(args.quality_steps)
-        ]
-        net = step.module.transformer.float().eval()
+        first = float(step(batches[0].to(device)))
+        for batch in batches[1:]:
+            step(batch.to(device))
+        module = step.module.float().eval()
         with torch.no_grad():
-            outputs[cfg.name] = net(held_out.contiguous()).clamp(0, 255)
-        tail = losses[-10:]
-        report[cfg.name] = {"final_loss": sum(tail) / len(tail), "first_loss": losses[0]}
-    ref_name = configs[0].name
+            out = module.transformer(held_out.contiguous())
+            loss = module.loss_net(out, held_out)["total"].item()
+        outputs[cfg.name] = out.clamp(0, 255)
+        report[cfg.name] = {"first_train_loss": first, "heldout_loss": loss}
+    ref = configs[0].name
     for name, out in outputs.items():
-        mse = torch.mean((out - outputs[ref_name]) ** 2).item()
-        report[name]["psnr_vs_" + ref_name] = (
-            float("inf") if mse == 0 else 10 * math.log10(255**2 / mse)
-        )
-        report[name]["loss_ratio_vs_" + ref_name] = (
-            report[name]["final_loss"] / report[ref_name]["final_loss"]
+        mse = torch.mean((out - outputs[ref]) ** 2).item()
+        report[name][f"psnr_vs_{ref}"] = float("inf") if mse == 0 else 10 * math.log10(255**2 / mse)
+        report[name][f"loss_ratio_vs_{ref}"] = (
+            report[name]["heldout_loss"] / report[ref]["heldout_loss"]
         )
     return report
 

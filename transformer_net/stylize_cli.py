@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
-        help="auto: bf16 on GPUs that support it, else fp32",
+        help="auto: bf16 where the GPU or CPU computes it natively, else fp32",
     )  # fmt: skip
     p.add_argument(
         "--compile", action="store_true", help="torch.compile the model (many images of one size)"
