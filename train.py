@@ -74,7 +74,7 @@ def train(cfg: DictConfig) -> dict[str, Path]:
     # ModelCheckpoint saves every N steps; the final state is saved here, on every
     # rank (Lightning writes on rank 0), so that `ckpt_path=last` extends the run.
     result = {"output_dir": output_dir, "checkpoint": output_dir / "checkpoints" / "last.ckpt"}
-    trainer.save_checkpoint(result["checkpoint"])
+    trainer.save_checkpoint(result["checkpoint"], weights_only=False)  # with optimizer state
     if trainer.is_global_zero:
         meta = {
             "style": cfg.style.name,
