@@ -23,6 +23,7 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from transformer_net.checkpoint import ModelFileError, save_model_file
 from transformer_net.data import DataError
@@ -133,6 +134,11 @@ def main(cfg: DictConfig) -> None:
     except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except SIGTERMException:
+        # Preempted: CheckpointOnInterrupt saved last.ckpt. 143 = 128 + SIGTERM,
+        # so schedulers see a killed job (and requeue it where configured).
+        print("stopped by SIGTERM; resume with ckpt_path=last", file=sys.stderr)
+        sys.exit(143)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
 """train(cfg) through Hydra compose: real runs with tiny images and few steps."""
 
 import glob
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -278,3 +280,36 @@ def test_learning_rate_scaling_rules(style_file, rule, expected):
     # 8 images per device x 2 devices = 16 = 4 x the reference batch.
     module._trainer = SimpleNamespace(world_size=2, datamodule=SimpleNamespace(batch_size=8))
     assert module.effective_lr() == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("sig,expected_rc", [(signal.SIGTERM, 143), (signal.SIGINT, 1)])
+def test_interrupted_training_saves_last_checkpoint_and_resumes(
+    tmp_path, photo_dir, style_file, sig, expected_rc
+):
+    """Preemption (SIGTERM) or Ctrl-C mid-run: last.ckpt is written at the step reached."""
+    args = [
+        *tiny_overrides(tmp_path, photo_dir, style_file, steps=100_000),
+        "model.channels=[4,8,8]",
+        "model.num_residual=1",
+        "trainer.val_check_interval=100000",
+        "callbacks.model_checkpoint.every_n_train_steps=100000",  # no periodic saves
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "train.py", *args],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    events = tmp_path / "run" / "tb" / "version_0"
+    deadline = time.monotonic() + 120
+    while not list(events.glob("events.*")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(4)  # well into training
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == expected_rc, err[-2000:]
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    step = torch.load(last, weights_only=True)["global_step"]
+    assert 0 < step < 100_000
+    assert "Traceback" not in err
+
+    train(make_cfg([*args, f"trainer.max_steps={step + 2}", "ckpt_path=last"]))
+    assert torch.load(last, weights_only=True)["global_step"] == step + 2
