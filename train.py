@@ -21,6 +21,7 @@ from pathlib import Path
 import hydra
 import pytorch_lightning as pl
 import torch
+from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from pytorch_lightning.utilities.exceptions import SIGTERMException
@@ -29,7 +30,7 @@ from transformer_net.checkpoint import ModelFileError, save_model_file
 from transformer_net.data import DataError
 from transformer_net.download import DownloadError, fetch_file
 from transformer_net.image import ImageError, load_image
-from transformer_net.module import auto_precision, write_preview
+from transformer_net.module import NonFiniteLossError, auto_precision, write_preview
 from transformer_net.vgg import VGGWeightsError
 
 log = logging.getLogger("transformer_net.train")
@@ -43,6 +44,7 @@ USER_ERRORS = (
     OmegaConfBaseException,
     ValueError,
     FileNotFoundError,
+    NonFiniteLossError,
 )
 
 
@@ -77,6 +79,8 @@ def train(cfg: DictConfig) -> dict[str, Path]:
     result = {"output_dir": output_dir, "checkpoint": output_dir / "checkpoints" / "last.ckpt"}
     trainer.save_checkpoint(result["checkpoint"], weights_only=False)  # with optimizer state
     if trainer.is_global_zero:
+        if not all(torch.isfinite(p).all() for p in module.transformer.parameters()):
+            raise NonFiniteLossError("the trained weights contain NaN/inf: no model file written")
         meta = {
             "style": cfg.style.name,
             "style_image": cfg.style.image,
@@ -133,6 +137,11 @@ def main(cfg: DictConfig) -> None:
         train(cfg)
     except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except InstantiationException as e:  # a constructor rejected its config values
+        if not isinstance(e.__cause__, USER_ERRORS):
+            raise
+        print(f"error: {e.__cause__}", file=sys.stderr)
         sys.exit(2)
     except SIGTERMException:
         # Preempted: CheckpointOnInterrupt saved last.ckpt. 143 = 128 + SIGTERM,

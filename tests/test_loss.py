@@ -169,8 +169,9 @@ def test_per_layer_weights_and_validation():
     ]
     with pytest.raises(ValueError, match="unknown style layer"):
         PerceptualLoss(style_image=style, vgg_weights="random", style_layers={"relu9_9": 1.0})
-    with pytest.raises(ValueError, match="style_weight must be >= 0"):
-        PerceptualLoss(style_image=style, vgg_weights="random", style_weight=-1)
+    for bad in (-1, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="style_weight must be >= 0"):
+            PerceptualLoss(style_image=style, vgg_weights="random", style_weight=bad)
 
 
 def test_real_caffe_vgg_file():

@@ -18,6 +18,7 @@ examples; the default weights for each VGG release are in ``configs/loss/``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import torch
@@ -80,15 +81,15 @@ class PerceptualLoss(nn.Module):
                     raise ValueError(
                         f"unknown {what} layer {name!r}; choose from {list(LAYER_INDEX)}"
                     )
-                if weight < 0:
+                if not 0 <= weight < math.inf:
                     raise ValueError(f"{what} layer weight for {name} must be >= 0, got {weight}")
         for name, value in (
             ("content", content_weight),
             ("style", style_weight),
             ("tv", tv_weight),
         ):
-            if value < 0:
-                raise ValueError(f"{name}_weight must be >= 0, got {value}")
+            if not 0 <= value < math.inf:  # also rejects NaN and inf
+                raise ValueError(f"{name}_weight must be >= 0 and finite, got {value}")
         self.content_weight = float(content_weight)
         self.style_weight = float(style_weight)
         self.tv_weight = float(tv_weight)

@@ -29,6 +29,10 @@ SCHEDULERS = ("none", "cosine", "step")
 warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training")
 
 
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite; the message names the step."""
+
+
 class StyleTransferModule(pl.LightningModule):
     """The transformer (trained) and the perceptual loss network (frozen).
 
@@ -39,7 +43,8 @@ class StyleTransferModule(pl.LightningModule):
     resized so that its longer side is ``style_size`` (None: as is);
     ``optim``: ``lr``, ``betas``, ``weight_decay``, ``scheduler`` (none, cosine,
     step), ``step_size`` and ``gamma`` (for step); ``num_samples``: validation
-    photos shown in the image panels. Speed switches (same math, see
+    photos shown in the image panels; ``nan_policy``: on a NaN/inf loss ``stop``
+    with an error or ``skip`` the batch (single device only). Speed switches (same math, see
     docs/benchmarks.md): ``channels_last`` memory format for both networks,
     ``compile`` the training computation with ``torch.compile``.
     """
@@ -54,6 +59,7 @@ class StyleTransferModule(pl.LightningModule):
         style_name: str = "style",
         optim: Mapping[str, Any] | None = None,
         num_samples: int = 4,
+        nan_policy: str = "stop",
         channels_last: bool = False,
         compile: bool = False,
     ):
@@ -79,6 +85,10 @@ class StyleTransferModule(pl.LightningModule):
         if self.optim["lr"] <= 0:
             raise ValueError(f"optim.lr must be > 0, got {self.optim['lr']}")
         self.num_samples = int(num_samples)
+        if nan_policy not in ("stop", "skip"):
+            raise ValueError(f"nan_policy must be stop or skip, got {nan_policy!r}")
+        self.nan_policy = nan_policy
+        self._skipped_nan = 0
         self.channels_last = bool(channels_last)
         self.compile = bool(compile)
         # The function that maps a uint8 batch to (losses, output); setup() swaps
@@ -109,9 +119,21 @@ class StyleTransferModule(pl.LightningModule):
     def _losses(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[dict, torch.Tensor]:
         return self._compute_fn(batch[0])
 
-    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor | None:
         losses, _ = self._losses(batch)
         bs = batch[0].shape[0]
+        if not torch.isfinite(losses["total"]):
+            # One device sync per step; a diverged run must not keep training
+            # (Adam would turn every weight into NaN within a step).
+            if self.nan_policy == "skip" and self.trainer.world_size == 1:
+                self._skipped_nan += 1
+                self.log("data/skipped_nan_batches", float(self._skipped_nan), batch_size=bs)
+                return None  # Lightning skips the backward pass and the optimizer step
+            raise NonFiniteLossError(
+                f"loss is {losses['total'].item()} at step {self.global_step}; "
+                "the last good checkpoint is in the checkpoints folder (resume with "
+                "ckpt_path=last); lower optim.lr or the loss weights"
+            )
         self.log("loss/total", losses["total"], prog_bar=True, batch_size=bs)
         for key in ("content", "style", "tv"):
             self.log(f"loss/{key}", losses[key], batch_size=bs)
