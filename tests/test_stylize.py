@@ -247,3 +247,47 @@ def test_pipelined_folder_equals_one_by_one(tmp_path, tiny_model):
             np.asarray(Image.open(tmp_path / "a" / f"{i}.png")),
             np.asarray(Image.open(tmp_path / "b" / f"{i}.png")),
         )
+
+
+def test_rgba_keeps_its_alpha_channel(tmp_path, tiny_model):
+    arr = np.zeros((20, 30, 4), dtype=np.uint8)
+    arr[..., :3] = 128
+    arr[..., 3] = np.linspace(0, 255, 30, dtype=np.uint8)[None, :]
+    Image.fromarray(arr, "RGBA").save(tmp_path / "in.png")
+    run_stylize(
+        "--model",
+        tiny_model,
+        "--input",
+        tmp_path / "in.png",
+        "--output",
+        tmp_path / "o.png",
+        check_rc=0,
+    )
+    out = Image.open(tmp_path / "o.png")
+    assert out.mode == "RGBA" and np.array_equal(np.asarray(out)[..., 3], arr[..., 3])
+    run_stylize(
+        "--model",
+        tiny_model,
+        "--input",
+        tmp_path / "in.png",
+        "--output",
+        tmp_path / "o.jpg",
+        check_rc=0,
+    )
+    assert Image.open(tmp_path / "o.jpg").mode == "RGB"  # JPEG has no alpha
+
+
+def test_folder_mode_never_writes_outside_the_output_folder(tmp_path, tiny_model):
+    src = tmp_path / "in"
+    write_photo(src / "sub" / "a.png")
+    write_photo(src / "b.png")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "sub").symlink_to(elsewhere)  # a planted symlink
+    proc = run_stylize(
+        "--model", tiny_model, "--input", src, "--output", tmp_path / "out", check_rc=1
+    )
+    assert "leads outside" in proc.stderr
+    assert not list(elsewhere.iterdir())
+    assert (tmp_path / "out" / "b.png").is_file()

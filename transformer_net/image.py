@@ -41,12 +41,16 @@ def list_images(root: str | os.PathLike) -> list[Path]:
 
 def open_rgb(path: str | os.PathLike) -> Image.Image:
     """Open, decode fully, apply EXIF orientation and convert to 8-bit RGB."""
+    return to_rgb(open_image(path))
+
+
+def open_image(path: str | os.PathLike) -> Image.Image:
+    """Open, decode fully and apply EXIF orientation; the mode is left as it is."""
     path = Path(path)
     try:
         with Image.open(path) as img:
             img.load()  # decode now: truncated files fail here, not later
-            img = ImageOps.exif_transpose(img)
-            return to_rgb(img)
+            return ImageOps.exif_transpose(img)
     except FileNotFoundError:
         raise ImageError(f"{path}: file not found") from None
     except IsADirectoryError:
@@ -58,6 +62,11 @@ def open_rgb(path: str | os.PathLike) -> Image.Image:
         raise ImageError(f"{path}: cannot decode image ({e})") from None
 
 
+def has_alpha(img: Image.Image) -> bool:
+    """Whether the image carries transparency (RGBA, LA, PA, or a palette with it)."""
+    return img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info)
+
+
 def to_rgb(img: Image.Image) -> Image.Image:
     """Any PIL mode -> 8-bit RGB (16-bit grayscale rescaled, not clipped)."""
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
@@ -65,7 +74,7 @@ def to_rgb(img: Image.Image) -> Image.Image:
         arr = np.asarray(img, dtype=np.float64)
         peak = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
         img = Image.fromarray(np.clip(arr * (255.0 / peak) + 0.5, 0, 255).astype(np.uint8))
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+    if has_alpha(img):
         img = img.convert("RGBA")
     return img.convert("RGB")
 
@@ -101,11 +110,24 @@ def load_image(
     ``max_side`` scales so that the longer side has that many pixels; ``scale``
     multiplies both sides. Aspect ratio is kept; LANCZOS resampling.
     """
-    img = open_rgb(path)
+    return load_image_alpha(path, max_side=max_side, scale=scale)[0]
+
+
+def load_image_alpha(
+    path: str | os.PathLike, *, max_side: int | None = None, scale: float | None = None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Like :func:`load_image`, plus the (H, W) uint8 alpha channel if there is one."""
+    img = open_image(path)
+    alpha = img.convert("RGBA").getchannel("A") if has_alpha(img) else None
+    img = to_rgb(img)
     size = resized_size(img.size, max_side=max_side, scale=scale)
     if size != img.size:
         img = img.resize(size, Image.Resampling.LANCZOS)
-    return pil_to_tensor(img)
+        alpha = alpha.resize(size, Image.Resampling.LANCZOS) if alpha is not None else None
+    rgb = pil_to_tensor(img)
+    if alpha is None:
+        return rgb, None
+    return rgb, torch.from_numpy(np.array(alpha, dtype=np.uint8))
 
 
 def resized_size(

@@ -10,8 +10,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
 from .checkpoint import ModelFileError
-from .image import ImageError, is_image_file, load_image, save_image
+from .image import ImageError, is_image_file, load_image_alpha, save_image
 
 EXAMPLES = """\
 examples:
@@ -26,6 +28,8 @@ Existing outputs are skipped unless --overwrite is given.
 """
 # Formats written as-is in folder mode; anything else (e.g. .gif) becomes .png.
 _WRITABLE = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+# Formats that store an alpha channel: transparency of the input is kept there.
+_ALPHA_FORMATS = {".png", ".tif", ".tiff", ".webp"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,6 +87,12 @@ def plan_jobs(src: Path, dst: Path, summary: Summary) -> list[tuple[Path, Path]]
         out = dst / rel
         if out.suffix.lower() not in _WRITABLE:
             out = out.with_suffix(".png")
+        if not out.resolve().is_relative_to(dst.resolve()):  # a symlink inside dst
+            summary.failed.append((path, f"{out} leads outside {dst}; not written"))
+            print(
+                f"error: {out}: leads outside the output folder {dst}; not written", file=sys.stderr
+            )
+            continue
         jobs.append((path, out))
     return jobs
 
@@ -147,7 +157,7 @@ def stylize_all(todo: list[tuple[Path, Path]], stylizer, args, summary: Summary)
 
         def submit_load() -> None:
             for path, out in queue:
-                fut = loaders.submit(load_image, path, max_side=args.size, scale=args.scale)
+                fut = loaders.submit(load_image_alpha, path, max_side=args.size, scale=args.scale)
                 loads.append((path, out, fut))
                 return
 
@@ -160,10 +170,13 @@ def stylize_all(todo: list[tuple[Path, Path]], stylizer, args, summary: Summary)
             submit_load()
             n += 1
             try:
-                result, seconds = stylizer.timed(fut.result())
+                image, alpha = fut.result()
+                result, seconds = stylizer.timed(image)
             except (ImageError, ValueError) as e:
                 _record_failure(summary, path, e)
                 continue
+            if alpha is not None and out.suffix.lower() in _ALPHA_FORMATS:
+                result = torch.cat([result, alpha[None]])  # (4, H, W): keep transparency
             saves.append(
                 (n, path, out, result.shape, seconds, savers.submit(save_image, result, out))
             )
