@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -291,3 +292,42 @@ def test_folder_mode_never_writes_outside_the_output_folder(tmp_path, tiny_model
     assert "leads outside" in proc.stderr
     assert not list(elsewhere.iterdir())
     assert (tmp_path / "out" / "b.png").is_file()
+
+
+def _make_inputs(folder):
+    """One file per kind of input users throw at the tool; returns {name: expected outcome}."""
+    folder.mkdir(parents=True)
+    good = write_photo(folder / "rgb.jpg", size=(40, 30))
+    (folder / "zero.jpg").write_bytes(b"")
+    (folder / "truncated.jpg").write_bytes(good.read_bytes()[:300])
+    (folder / "text.jpg").write_text("this is not an image")
+    write_photo(folder / "gray.png", mode="L")
+    write_photo(folder / "palette.gif", mode="P")
+    write_photo(folder / "cmyk.jpg", mode="CMYK")
+    Image.fromarray(np.full((12, 10), 40000, dtype=np.uint16)).save(folder / "sixteen.png")
+    Image.fromarray(np.zeros((1, 1, 3), dtype=np.uint8)).save(folder / "one.png")
+    frames = [Image.new("RGB", (16, 12), c) for c in ("red", "blue")]
+    frames[0].save(folder / "anim.gif", save_all=True, append_images=frames[1:])
+    return {
+        "rgb.jpg": "ok", "gray.png": "ok", "palette.png": "ok", "cmyk.jpg": "ok",
+        "sixteen.png": "ok", "one.png": "ok", "anim.png": "ok",
+        "zero.jpg": "empty file", "truncated.jpg": "cannot decode", "text.jpg": "not an image",
+    }  # fmt: skip
+
+
+def test_every_kind_of_input_has_a_defined_outcome(tmp_path, tiny_model):
+    expected = _make_inputs(tmp_path / "in")
+    proc = run_stylize(
+        "--model", tiny_model, "--input", tmp_path / "in", "--output", tmp_path / "out", check_rc=1
+    )
+    for name, outcome in expected.items():
+        out = tmp_path / "out" / name
+        if outcome == "ok":
+            assert out.is_file(), name
+            src = next((tmp_path / "in").glob(Path(name).stem + ".*"))
+            assert Image.open(out).size == Image.open(src).size, name
+        else:
+            assert not out.exists(), name
+            line = next(line for line in proc.stderr.splitlines() if name in line)
+            assert line.startswith("error: ") and outcome in line, line
+    assert "done 7, skipped 0, failed 3" in proc.stderr and "Traceback" not in proc.stderr
