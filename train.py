@@ -29,7 +29,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from transformer_net.checkpoint import ModelFileError, save_model_file
 from transformer_net.data import DataError
 from transformer_net.download import DownloadError, fetch_file
-from transformer_net.image import ImageError, load_image
+from transformer_net.image import ImageError
 from transformer_net.module import NonFiniteLossError, auto_precision, write_preview
 from transformer_net.vgg import VGGWeightsError
 
@@ -51,9 +51,9 @@ USER_ERRORS = (
 def train(cfg: DictConfig) -> dict[str, Path]:
     """Train as configured; returns the paths of the model file, last checkpoint and logs."""
     output_dir = Path(cfg.output_dir)
-    # Check every input before building a network or touching a GPU.
+    # Check the inputs before building a network or touching a GPU (the style
+    # image is decoded by the module, before the VGG weights are loaded).
     cfg.style.image = str(resolve_style_image(cfg.style))
-    load_image(cfg.style.image)  # readable?
     vgg_weights = str(cfg.loss.vgg_weights)
     if vgg_weights not in ("imagenet", "random") and not Path(vgg_weights).is_file():
         raise VGGWeightsError(f"{vgg_weights}: VGG-16 weights file not found (loss.vgg_weights)")

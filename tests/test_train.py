@@ -366,3 +366,14 @@ def test_nan_loss_skip_policy_skips_batches(tmp_path, photo_dir, style_file, mon
     assert all(
         torch.isfinite(v).all() for v in model["state_dict"].values() if v.is_floating_point()
     )
+
+
+def test_cli_reports_an_unreadable_style_image(tmp_path, photo_dir):
+    bad = tmp_path / "painting.jpg"
+    bad.write_text("not a painting")
+    args = [*tiny_overrides(tmp_path, photo_dir, bad)]
+    proc = subprocess.run(
+        [sys.executable, "train.py", *args], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1] == f"error: {bad}: not an image PIL can read"

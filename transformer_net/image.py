@@ -39,11 +39,6 @@ def list_images(root: str | os.PathLike) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file() and is_image_file(p))
 
 
-def open_rgb(path: str | os.PathLike) -> Image.Image:
-    """Open, decode fully, apply EXIF orientation and convert to 8-bit RGB."""
-    return to_rgb(open_image(path))
-
-
 def open_image(path: str | os.PathLike) -> Image.Image:
     """Open, decode fully and apply EXIF orientation; the mode is left as it is."""
     path = Path(path)

@@ -65,8 +65,8 @@ class StyleTransferModule(pl.LightningModule):
     ):
         super().__init__()
         self.save_hyperparameters()
+        style = load_image(style_image, max_side=style_size)  # (3, H, W) uint8; fails first
         self.transformer = TransformerNet(**dict(model))
-        style = load_image(style_image, max_side=style_size)  # (3, H, W) uint8
         self.loss_net = PerceptualLoss(style_image=style.float(), **dict(loss))
         self.register_buffer("style_image", style, persistent=False)
         self.optim = {
