@@ -377,3 +377,14 @@ def test_cli_reports_an_unreadable_style_image(tmp_path, photo_dir):
     )
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert proc.stderr.strip().splitlines()[-1] == f"error: {bad}: not an image PIL can read"
+
+
+def test_training_from_a_prepared_dataset(tmp_path, photo_dir, style_file):
+    from transformer_net.prepared import prepare_dataset
+
+    prepare_dataset(source=photo_dir, output=tmp_path / "prepared", size=36, progress=False)
+    overrides = tiny_overrides(tmp_path, tmp_path / "prepared", style_file, steps=3)
+    result = train(make_cfg(overrides))
+    assert result["model_file"].is_file() and result["preview"].is_file()
+    values, images = scalars(tmp_path / "run")
+    assert len(values["loss/total"]) == 3 and "samples/content|stylized" in images
