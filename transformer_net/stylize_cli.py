@@ -14,6 +14,7 @@ import torch
 
 from .checkpoint import ModelFileError
 from .image import ImageError, is_image_file, load_image_alpha, save_image
+from .vgg import VGGWeightsError
 
 EXAMPLES = """\
 examples:
@@ -21,6 +22,8 @@ examples:
   python stylize.py --model mosaic.pth --input photos/ --output stylized/      # recursive
   python stylize.py --model candy.pth --input big.jpg --output small.jpg --size 1024
   python stylize.py --model udnie.pth --input photo.jpg --output out.png --device cpu
+  python stylize.py --method optimize --style starry_night.jpg --input photo.jpg \
+      --output gatys.jpg --size 512 --iterations 300      # slow, no model needed
 
 Models: the .pth written by train.py, a Lightning .ckpt from training, or a
 state dict of the PyTorch examples' fast_neural_style (e.g. its mosaic.pth).
@@ -39,9 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument(
-        "--model", required=True, help="model file (.pth) or training checkpoint (.ckpt)"
-    )
+    p.add_argument("--model", help="model file (.pth) or training checkpoint (.ckpt)")
     p.add_argument("--input", required=True, help="an image, or a folder (searched recursively)")
     p.add_argument(
         "--output", required=True, help="output image, or output folder for a folder input"
@@ -62,7 +63,65 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--io-threads", type=int, default=4, help="threads decoding/encoding images (4)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--quiet", action="store_true", help="print only errors and the summary")
+    g = p.add_argument_group(
+        "optimization (Gatys et al. 2016)",
+        "--method optimize: no model; the image itself is optimized against the training loss",
+    )
+    g.add_argument("--method", default="feedforward", choices=["feedforward", "optimize"])
+    g.add_argument("--style", help="style image (required with --method optimize)")
+    g.add_argument("--style-size", type=int, default=None, help="longer side of the style image")
+    g.add_argument(
+        "--vgg-weights", default="imagenet", help="imagenet (torchvision download) or a .pth file"
+    )
+    g.add_argument("--preprocessing", choices=["torchvision", "caffe"], default="torchvision")
+    g.add_argument("--content-weight", type=float, default=1.0)
+    g.add_argument(
+        "--style-weight", type=float, default=None,
+        help="default as in training: 1e5 (torchvision), 1 (caffe)",
+    )  # fmt: skip
+    g.add_argument("--tv-weight", type=float, default=0.0)
+    g.add_argument("--iterations", type=int, default=300)
+    g.add_argument("--optimizer", choices=["lbfgs", "adam"], default="lbfgs")
+    g.add_argument("--init", choices=["content", "noise"], default="content")
     return p
+
+
+class GatysStylizer:
+    """Per-image optimization behind the interface of ``inference.Stylizer``."""
+
+    def __init__(self, args: argparse.Namespace):
+        from .inference import pick_device
+        from .loss import PerceptualLoss
+
+        self.device = pick_device(args.device)
+        self.dtype = torch.float32
+        self.args = args
+        style = load_image_alpha(args.style, max_side=args.style_size)[0]
+        if args.style_weight is None:
+            args.style_weight = 1.0 if args.preprocessing == "caffe" else 1e5
+        self.loss = PerceptualLoss(
+            style_image=style.float(),
+            vgg_weights=args.vgg_weights,
+            preprocessing=args.preprocessing,
+            content_weight=args.content_weight,
+            style_weight=args.style_weight,
+            tv_weight=args.tv_weight,
+        ).to(self.device)
+
+    def timed(self, image: torch.Tensor) -> tuple[torch.Tensor, float]:
+        from .optimize import optimize_image
+
+        def progress(i: int, losses: dict) -> None:
+            if not self.args.quiet:
+                parts = " ".join(f"{k} {v:.4g}" for k, v in losses.items())
+                print(f"  iteration {i}/{self.args.iterations}: {parts}", file=sys.stderr)
+
+        start = time.perf_counter()
+        result = optimize_image(
+            content=image, loss=self.loss, iterations=self.args.iterations,
+            optimizer=self.args.optimizer, init=self.args.init, progress=progress,
+        )  # fmt: skip
+        return result, time.perf_counter() - start
 
 
 @dataclass
@@ -100,6 +159,10 @@ def plan_jobs(src: Path, dst: Path, summary: Summary) -> list[tuple[Path, Path]]
 def run(args: argparse.Namespace) -> int:
     from .inference import Stylizer  # torch import: after argument parsing
 
+    if args.method == "feedforward" and not args.model:
+        return _fail("--model is required (or --method optimize with --style)")
+    if args.method == "optimize" and not args.style:
+        return _fail("--method optimize needs --style painting.jpg")
     src, dst = Path(args.input), Path(args.output)
     if not src.exists():
         return _fail(f"{src}: input not found")
@@ -116,13 +179,16 @@ def run(args: argparse.Namespace) -> int:
         if out.exists() and not args.overwrite:
             return _fail(f"{out}: already exists (pass --overwrite to replace it)")
     try:
-        stylizer = Stylizer(
-            model_path=args.model,
-            device=args.device,
-            precision=args.precision,
-            compile=args.compile,
-        )
-    except (ModelFileError, ValueError, RuntimeError) as e:
+        if args.method == "optimize":
+            stylizer = GatysStylizer(args)
+        else:
+            stylizer = Stylizer(
+                model_path=args.model,
+                device=args.device,
+                precision=args.precision,
+                compile=args.compile,
+            )
+    except (ModelFileError, VGGWeightsError, ImageError, ValueError, RuntimeError) as e:
         return _fail(str(e))
     todo = []
     for path, out in jobs:
@@ -131,9 +197,9 @@ def run(args: argparse.Namespace) -> int:
         else:
             todo.append((path, out))
     if not args.quiet:
+        what = f"model {args.model}" if args.method == "feedforward" else "optimization"
         print(
-            f"model {args.model} on {stylizer.device} ({str(stylizer.dtype)[6:]}); "
-            f"{len(todo)} image(s)",
+            f"{what} on {stylizer.device} ({str(stylizer.dtype)[6:]}); {len(todo)} image(s)",
             file=sys.stderr,
         )
     start = time.perf_counter()

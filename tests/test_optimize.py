@@ -1,0 +1,63 @@
+"""Gatys-style optimization of the image itself, with the training loss."""
+
+import pytest
+import torch
+from PIL import Image
+
+from tests.conftest import CAFFE_VGG, SHARED, require, write_photo
+from tests.test_stylize import run_stylize
+from transformer_net.loss import PerceptualLoss
+from transformer_net.optimize import optimize_image
+
+
+@pytest.fixture(scope="module")
+def small_loss():
+    torch.manual_seed(0)
+    # Random VGG features are tiny: scale the style term so the loss is O(1).
+    return PerceptualLoss(
+        style_image=torch.rand(3, 32, 32) * 255, vgg_weights="random", style_weight=1e9
+    )
+
+
+@pytest.mark.parametrize("optimizer,init", [("lbfgs", "content"), ("adam", "noise")])
+def test_loss_falls_and_output_is_an_image(small_loss, optimizer, init):
+    torch.manual_seed(1)
+    content = (torch.rand(3, 24, 28) * 255).to(torch.uint8)
+    seen = []
+    out = optimize_image(
+        content=content, loss=small_loss, iterations=20, optimizer=optimizer, init=init,
+        progress=lambda i, losses: seen.append(losses["total"]), report_every=5,
+    )  # fmt: skip
+    assert out.shape == content.shape and out.dtype == torch.uint8
+    assert len(seen) >= 3 and seen[-1] < seen[0]
+
+
+def test_bad_arguments(small_loss):
+    content = torch.zeros(3, 8, 8, dtype=torch.uint8)
+    with pytest.raises(ValueError, match="optimizer"):
+        optimize_image(content=content, loss=small_loss, optimizer="sgd")
+    with pytest.raises(ValueError, match="init"):
+        optimize_image(content=content, loss=small_loss, init="zeros")
+
+
+def test_cli_optimize_with_the_real_caffe_vgg(tmp_path):
+    vgg = require(CAFFE_VGG)
+    style = require(SHARED / "images" / "styles" / "starry_night.jpg")
+    src = write_photo(tmp_path / "photo.png", size=(40, 32))
+    proc = run_stylize(
+        "--method", "optimize", "--style", style, "--style-size", 64, "--vgg-weights", vgg,
+        "--preprocessing", "caffe", "--iterations", 10, "--input", src, "--output",
+        tmp_path / "out.png", check_rc=0,
+    )  # fmt: skip
+    assert "iteration 10/10" in proc.stderr
+    assert Image.open(tmp_path / "out.png").size == (40, 32)
+
+
+def test_cli_optimize_needs_a_style(tmp_path):
+    src = write_photo(tmp_path / "photo.png")
+    proc = run_stylize(
+        "--method", "optimize", "--input", src, "--output", tmp_path / "o.png", check_rc=2
+    )
+    assert "needs --style" in proc.stderr
+    proc = run_stylize("--input", src, "--output", tmp_path / "o.png", check_rc=2)
+    assert "--model is required" in proc.stderr
