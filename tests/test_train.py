@@ -69,6 +69,8 @@ def test_train_writes_checkpoint_model_file_tensorboard_and_stylize_runs(
     assert ckpt["global_step"] == 6
     assert not [k for k in ckpt["state_dict"] if k.startswith("loss_net.vgg.")]  # VGG left out
     assert "loss_net.target_gram_relu4_3" in ckpt["state_dict"]
+    best = torch.load(out / "checkpoints" / "best.ckpt", weights_only=True)
+    assert best["global_step"] in (3, 6)  # selected by val/loss
 
     values, images = scalars(out)
     for tag in ["loss/total", "loss/content", "loss/style", "loss/tv", "style_layers/relu1_2",
