@@ -61,3 +61,34 @@ def test_cli_optimize_needs_a_style(tmp_path):
     assert "needs --style" in proc.stderr
     proc = run_stylize("--input", src, "--output", tmp_path / "o.png", check_rc=2)
     assert "--model is required" in proc.stderr
+
+
+def test_evaluate_script_writes_report_and_contact_sheets(tmp_path, style_file):
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+    from transformer_net.checkpoint import save_model_file
+    from transformer_net.model import TransformerNet
+
+    loss = {"vgg_weights": "random", "style_weight": 1e9}
+    meta = {"style_image": str(style_file), "loss": loss}
+    model = save_model_file(
+        TransformerNet(channels=(4, 8, 8), num_residual=1), tmp_path / "m.pth", meta=meta
+    )
+    for i in range(2):
+        write_photo(tmp_path / "photos" / f"p{i}.png", size=(36, 28), seed=i)
+    cmd = [sys.executable, "scripts/evaluate.py", "--model", model, "--images", tmp_path / "photos",
+           "--size", "32", "--iterations", "3,6", "--out", tmp_path / "eval"]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
+    methods = [s["method"] for s in report["summary"]]
+    assert methods == ["feed-forward", "gatys-3", "gatys-6"] and len(report["rows"]) == 6
+    assert all(s["images"] == 2 and s["total"] > 0 for s in report["summary"])
+    assert "| feed-forward |" in (tmp_path / "eval" / "evaluation.md").read_text()
+    sheet = Image.open(tmp_path / "eval" / "p0_sheet.jpg")
+    assert sheet.width > 4 * 32  # content | style | feed-forward | two Gatys panels
+    bad = subprocess.run([*cmd[:4], tmp_path / "nope"], cwd=REPO, capture_output=True, text=True)
+    assert bad.returncode == 2 and "error:" in bad.stderr

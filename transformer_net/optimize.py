@@ -30,12 +30,15 @@ def optimize_image(
     seed: int = 0,
     progress: Callable[[int, dict[str, float]], None] | None = None,
     report_every: int = 25,
+    snapshots: dict[int, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """(3, H, W) uint8 photo -> (3, H, W) uint8 image minimizing ``loss`` (its style).
 
     ``iterations`` counts loss evaluations for L-BFGS and steps for Adam (lr 10
     in 0-255 pixel units by default; L-BFGS uses 1 with a strong-Wolfe line
     search). ``progress(iteration, losses)`` is called every ``report_every``.
+    ``snapshots``: a dict whose keys are iteration counts; filled with the image
+    (uint8, as returned) as it was at each of them (e.g. {50: None, 100: None}).
     """
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
@@ -60,6 +63,8 @@ def optimize_image(
         losses = loss(image, target)
         losses["total"].backward()
         count += 1
+        if snapshots is not None and count in snapshots:
+            snapshots[count] = _to_uint8(image)
         if progress is not None and (count % report_every == 0 or count == iterations):
             last = {k: float(v) for k, v in losses.items() if "/" not in k}
             progress(count, last)
@@ -77,4 +82,9 @@ def optimize_image(
             opt.step(closure)
             with torch.no_grad():
                 image.clamp_(0, 255)  # keep pixels displayable as we go
+    return _to_uint8(image)
+
+
+def _to_uint8(image: torch.Tensor) -> torch.Tensor:
+    """(1, 3, H, W) float 0-255 -> (3, H, W) uint8 on the CPU."""
     return image.detach()[0].clamp(0, 255).round().to(torch.uint8).cpu()

@@ -1,0 +1,198 @@
+"""Compare a trained network with Gatys optimization on the same photos and loss.
+
+For each photo: the content, style, TV and total loss of the feed-forward output
+and of Gatys et al.'s optimization after 50, 100 and 300 L-BFGS iterations (at
+the same size, with the same loss network and weights), the time of each, and a
+contact sheet (content | style | feed-forward | Gatys ...). Johnson et al. 2016
+report that their networks reach the loss of 50 to 100 iterations.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+from PIL import Image, ImageDraw
+
+from transformer_net.checkpoint import ModelFileError, load_model
+from transformer_net.image import ImageError, list_images, load_image, save_image, tensor_to_pil
+from transformer_net.inference import pick_device
+from transformer_net.loss import PerceptualLoss
+from transformer_net.optimize import optimize_image
+from transformer_net.vgg import VGGWeightsError
+
+EPILOG = """\
+examples:
+  python scripts/evaluate.py --model outputs/wave/wave.pth --images ../shared/images/content
+  python scripts/evaluate.py --model m.pth --images photos/ --size 256 --iterations 50,100 \\
+      --vgg-weights vgg16_caffe.pth --preprocessing caffe --out docs/eval_wave
+
+The loss settings and the style image come from the model file's metadata
+(written by train.py); --style, --vgg-weights, --preprocessing and the weights
+override them.
+"""
+
+
+def build_loss(args, meta: dict, device) -> PerceptualLoss:
+    cfg = dict(meta.get("loss") or {})
+    style_path = args.style or meta.get("style_image")
+    if not style_path:
+        raise ValueError("the model file names no style image: pass --style")
+    for key in ("vgg_weights", "preprocessing", "content_weight", "style_weight", "tv_weight"):
+        value = getattr(args, key)
+        if value is not None:
+            cfg[key] = value
+    cfg.setdefault("vgg_weights", "imagenet")
+    cfg.setdefault("preprocessing", "torchvision")
+    style_size = args.style_size or meta.get("image_size") or args.size
+    style = load_image(style_path, max_side=style_size)
+    return PerceptualLoss(style_image=style.float(), **cfg).to(device), style
+
+
+def losses_of(loss: PerceptualLoss, image: torch.Tensor, content: torch.Tensor, device) -> dict:
+    with torch.no_grad():
+        out = loss(image.to(device).float()[None], content.to(device).float()[None])
+    return {k: float(out[k]) for k in ("content", "style", "tv", "total")}
+
+
+def contact_sheet(panels: list[tuple[str, torch.Tensor]], height: int) -> Image.Image:
+    """Label each (3, H, W) panel and put them side by side at one height."""
+    pils = []
+    for label, tensor in panels:
+        img = tensor_to_pil(tensor)
+        img = img.resize((max(1, round(img.width * height / img.height)), height))
+        canvas = Image.new("RGB", (img.width, height + 18), "white")
+        canvas.paste(img, (0, 18))
+        ImageDraw.Draw(canvas).text((4, 3), label, fill="black")
+        pils.append(canvas)
+    sheet = Image.new(
+        "RGB", (sum(p.width for p in pils) + 4 * (len(pils) - 1), height + 18), "white"
+    )
+    x = 0
+    for p in pils:
+        sheet.paste(p, (x, 0))
+        x += p.width + 4
+    return sheet
+
+
+def evaluate(args) -> dict:
+    device = pick_device(args.device)
+    model, meta = load_model(args.model, device=device)
+    loss, style = build_loss(args, meta, device)
+    iterations = sorted({int(i) for i in args.iterations.split(",")})
+    photos = (
+        list_images(args.images)[: args.max_images]
+        if Path(args.images).is_dir()
+        else [Path(args.images)]
+    )
+    if not photos:
+        raise ValueError(f"{args.images}: no images found")
+    out_dir = Path(args.out)
+    rows = []
+    for n, path in enumerate(photos, 1):
+        content = load_image(path, max_side=args.size)  # (3, H, W) uint8
+        start = time.perf_counter()
+        with torch.inference_mode():
+            ff = model(content.to(device).float()[None])[0].clamp(0, 255).round().byte().cpu()
+        ff_time = time.perf_counter() - start
+        rows.append({"image": path.name, "method": "feed-forward", "seconds": ff_time,
+                     **losses_of(loss, ff, content, device)})  # fmt: skip
+        snapshots: dict[int, torch.Tensor | None] = dict.fromkeys(iterations)
+        start = time.perf_counter()
+        optimize_image(content=content, loss=loss, iterations=max(iterations), snapshots=snapshots)
+        gatys_time = time.perf_counter() - start
+        panels = [("content", content), ("style", style), ("feed-forward", ff)]
+        for its in iterations:
+            image = snapshots[its]
+            if image is None:  # L-BFGS stopped early (converged): use the final image
+                image = [v for v in snapshots.values() if v is not None][-1]
+            rows.append({"image": path.name, "method": f"gatys-{its}",
+                         "seconds": gatys_time * its / max(iterations),
+                         **losses_of(loss, image, content, device)})  # fmt: skip
+            panels.append((f"Gatys {its}", image))
+        sheet = contact_sheet(panels, height=content.shape[1])
+        save_image(sheet, out_dir / f"{path.stem}_sheet.jpg")
+        ff_total, gatys_total = rows[-len(iterations) - 1]["total"], rows[-1]["total"]
+        print(
+            f"[{n}/{len(photos)}] {path.name}: feed-forward {ff_total:.4g}, "
+            f"Gatys-{max(iterations)} {gatys_total:.4g}",
+            file=sys.stderr,
+        )
+    summary = summarize(rows)
+    report = {"model": str(args.model), "size": args.size, "device": str(device),
+              "rows": rows, "summary": summary}  # fmt: skip
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "evaluation.json").write_text(json.dumps(report, indent=2))
+    (out_dir / "evaluation.md").write_text(markdown(summary, rows))
+    return report
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    out = []
+    for m in methods:
+        sel = [r for r in rows if r["method"] == m]
+        mean = {
+            k: sum(r[k] for r in sel) / len(sel)
+            for k in ("content", "style", "tv", "total", "seconds")
+        }
+        out.append({"method": m, "images": len(sel), **mean})
+    return out
+
+
+def markdown(summary: list[dict], rows: list[dict]) -> str:
+    head = (
+        "| method | content | style | TV | total | seconds / image |\n"
+        "| --- | ---: | ---: | ---: | ---: | ---: |\n"
+    )
+    body = "".join(
+        f"| {s['method']} | {s['content']:.4g} | {s['style']:.4g} | {s['tv']:.4g} | "
+        f"{s['total']:.4g} | {s['seconds']:.3g} |\n"
+        for s in summary
+    )
+    text = f"## Mean over images\n\n{head}{body}"
+    if rows:
+        text += (
+            "\n## Per image\n\n| image | method | total | seconds |\n| --- | --- | ---: | ---: |\n"
+        )
+        text += "".join(
+            f"| {r['image']} | {r['method']} | {r['total']:.4g} | {r['seconds']:.3g} |\n"
+            for r in rows
+        )
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="evaluate.py", description=__doc__, epilog=EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("--model", required=True, help="model file, checkpoint or state dict")
+    p.add_argument("--images", required=True, help="a photo or a folder of photos")
+    p.add_argument("--out", default="evaluation", help="folder for sheets and the report")
+    p.add_argument("--size", type=int, default=256, help="longer side of the photos (256)")
+    p.add_argument("--iterations", default="50,100,300", help="Gatys L-BFGS iterations to report")
+    p.add_argument("--max-images", type=int, default=None)
+    p.add_argument("--style", default=None, help="style image (default: from the model file)")
+    p.add_argument("--style-size", type=int, default=None)
+    p.add_argument("--vgg-weights", default=None)
+    p.add_argument("--preprocessing", choices=["torchvision", "caffe"], default=None)
+    p.add_argument("--content-weight", type=float, default=None)
+    p.add_argument("--style-weight", type=float, default=None)
+    p.add_argument("--tv-weight", type=float, default=None)
+    p.add_argument("--device", default="auto")
+    args = p.parse_args(argv)
+    try:
+        report = evaluate(args)
+    except (ModelFileError, ImageError, VGGWeightsError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(markdown(report["summary"], []))
+    print(f"wrote {Path(args.out) / 'evaluation.md'} and contact sheets", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
