@@ -37,8 +37,8 @@ def optimize_image(
     ``iterations`` counts loss evaluations for L-BFGS and steps for Adam (lr 10
     in 0-255 pixel units by default; L-BFGS uses 1 with a strong-Wolfe line
     search). ``progress(iteration, losses)`` is called every ``report_every``.
-    ``snapshots``: a dict whose keys are iteration counts; filled with the image
-    (uint8, as returned) as it was at each of them (e.g. {50: None, 100: None}).
+    ``snapshots``: a dict whose keys are iteration counts; filled with the best
+    image (lowest loss, uint8) seen up to each of them (e.g. {50: None, 100: None}).
     """
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
@@ -56,15 +56,21 @@ def optimize_image(
     image = start.requires_grad_(True)
     count = 0
     last: dict[str, float] = {}
+    # L-BFGS evaluates trial points in its line search, some worse than the
+    # current iterate: snapshots keep the best image seen so far.
+    best_loss, best_image = float("inf"), image.detach().clone()
 
     def closure() -> torch.Tensor:
-        nonlocal count, last
+        nonlocal count, last, best_loss, best_image
         opt.zero_grad(set_to_none=True)
         losses = loss(image, target)
         losses["total"].backward()
         count += 1
-        if snapshots is not None and count in snapshots:
-            snapshots[count] = _to_uint8(image)
+        if snapshots is not None:
+            if losses["total"].item() < best_loss:
+                best_loss, best_image = losses["total"].item(), image.detach().clone()
+            if count in snapshots:
+                snapshots[count] = _to_uint8(best_image)
         if progress is not None and (count % report_every == 0 or count == iterations):
             last = {k: float(v) for k, v in losses.items() if "/" not in k}
             progress(count, last)
