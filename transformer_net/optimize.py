@@ -62,6 +62,10 @@ def optimize_image(
 
     def closure() -> torch.Tensor:
         nonlocal count, last, best_loss, best_image
+        with torch.no_grad():
+            # Stay displayable: the loss is measured on the image that will be saved,
+            # not on pixels outside 0-255 that clamping would change afterwards.
+            image.clamp_(0, 255)
         opt.zero_grad(set_to_none=True)
         losses = loss(image, target)
         losses["total"].backward()
@@ -77,17 +81,21 @@ def optimize_image(
         return losses["total"]
 
     if optimizer == "lbfgs":
-        opt = torch.optim.LBFGS(
-            [image], lr=lr or 1.0, max_iter=iterations, history_size=50,
-            line_search_fn="strong_wolfe", tolerance_grad=0.0, tolerance_change=0.0,
-        )  # fmt: skip
-        opt.step(closure)
+        # L-BFGS ends early when its line search stalls (clamping makes the loss
+        # non-smooth at 0 and 255); restart it until the evaluation budget is spent.
+        while count < iterations:
+            before = count
+            opt = torch.optim.LBFGS(
+                [image], lr=lr or 1.0, max_iter=iterations - count, history_size=50,
+                line_search_fn="strong_wolfe", tolerance_grad=0.0, tolerance_change=0.0,
+            )  # fmt: skip
+            opt.step(closure)
+            if count - before <= 1:  # no progress possible from here
+                break
     else:
         opt = torch.optim.Adam([image], lr=lr or 10.0)
         for _ in range(iterations):
             opt.step(closure)
-            with torch.no_grad():
-                image.clamp_(0, 255)  # keep pixels displayable as we go
     return _to_uint8(image)
 
 
