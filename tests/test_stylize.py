@@ -80,32 +80,14 @@ def test_examples_model_gives_reference_output(tmp_path):
     assert np.abs(got - expected).max() <= 1.0
 
 
-def test_resize_options(tmp_path, tiny_model):
+@pytest.mark.parametrize(
+    "option,value,size", [("--size", 20, (20, 10)), ("--scale", 0.5, (40, 20))]
+)
+def test_resize_options(tmp_path, tiny_model, option, value, size):
     src = write_photo(tmp_path / "in.png", size=(80, 40))
-    run_stylize(
-        "--model",
-        tiny_model,
-        "--input",
-        src,
-        "--output",
-        tmp_path / "a.png",
-        "--size",
-        20,
-        check_rc=0,
-    )
-    assert Image.open(tmp_path / "a.png").size == (20, 10)
-    run_stylize(
-        "--model",
-        tiny_model,
-        "--input",
-        src,
-        "--output",
-        tmp_path / "b.png",
-        "--scale",
-        0.5,
-        check_rc=0,
-    )
-    assert Image.open(tmp_path / "b.png").size == (40, 20)
+    out = tmp_path / "out.png"
+    run_stylize("--model", tiny_model, "--input", src, "--output", out, option, value, check_rc=0)
+    assert Image.open(out).size == size
 
 
 def test_folder_recursive_keeps_paths_and_reports_bad_files(tmp_path, tiny_model):
