@@ -91,8 +91,6 @@ def make_trainer_step(cfg: Config, args, device: torch.device, style_path: Path,
         loss={
             "vgg_weights": args.vgg_weights,
             "preprocessing": args.vgg_preprocessing,
-            # The defaults of configs/loss/{caffe,torchvision}.yaml.
-            "style_weight": 1.0 if args.vgg_preprocessing == "caffe" else 1e5,
         },
         style_image=str(style_path),
         style_size=args.image_size,

@@ -180,3 +180,10 @@ def test_real_caffe_vgg_file():
     feats = net(torch.full((1, 3, 32, 32), 128.0))
     assert feats["relu4_3"].shape == (1, 512, 4, 4)
     assert torch.isfinite(feats["relu4_3"]).all() and feats["relu1_2"].abs().sum() > 0
+
+
+def test_default_style_weight_follows_the_vgg_release():
+    style = torch.rand(3, 16, 16) * 255
+    for preprocessing, expected in (("torchvision", 1e5), ("caffe", 1.0)):
+        loss = PerceptualLoss(style_image=style, vgg_weights="random", preprocessing=preprocessing)
+        assert loss.style_weight == expected

@@ -28,6 +28,8 @@ from .vgg import LAYER_INDEX, VGGFeatures
 
 DEFAULT_STYLE_LAYERS = {"relu1_2": 1.0, "relu2_2": 1.0, "relu3_3": 1.0, "relu4_3": 1.0}
 DEFAULT_CONTENT_LAYERS = {"relu3_3": 1.0}
+# Style weight (content weight 1) per VGG release, as in configs/loss/*.yaml.
+DEFAULT_STYLE_WEIGHT = {"torchvision": 1e5, "caffe": 1.0}
 
 
 def gram_matrix(features: torch.Tensor) -> torch.Tensor:
@@ -67,7 +69,7 @@ class PerceptualLoss(nn.Module):
         content_layers: Mapping[str, float] | None = None,
         style_layers: Mapping[str, float] | None = None,
         content_weight: float = 1.0,
-        style_weight: float = 1e5,
+        style_weight: float | None = None,
         tv_weight: float = 0.0,
     ):
         super().__init__()
@@ -83,6 +85,8 @@ class PerceptualLoss(nn.Module):
                     )
                 if not 0 <= weight < math.inf:
                     raise ValueError(f"{what} layer weight for {name} must be >= 0, got {weight}")
+        if style_weight is None:  # the default that belongs to the VGG release
+            style_weight = DEFAULT_STYLE_WEIGHT.get(preprocessing, 1e5)
         for name, value in (
             ("content", content_weight),
             ("style", style_weight),

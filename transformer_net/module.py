@@ -18,6 +18,7 @@ import pytorch_lightning as pl
 import torch
 
 from .image import load_image
+from .inference import native_bf16
 from .loss import PerceptualLoss
 from .model import TransformerNet
 
@@ -251,10 +252,12 @@ class StyleTransferModule(pl.LightningModule):
 
 
 def auto_precision() -> str:
-    """bf16 autocast where the GPU supports it (Ampere and newer), else fp32."""
-    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-        return "bf16-mixed"
-    return "32-true"
+    """bf16 autocast where the GPU supports it (Ampere and newer), else fp32.
+
+    CPUs stay fp32 even with native bf16: bf16 training there ended 8.6% above
+    fp32 in the quality check of docs/benchmarks.md.
+    """
+    return "bf16-mixed" if native_bf16(torch.device("cuda")) else "32-true"
 
 
 def sample_grid(samples: list[torch.Tensor]) -> torch.Tensor:

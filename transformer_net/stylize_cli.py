@@ -97,8 +97,6 @@ class GatysStylizer:
         self.dtype = torch.float32
         self.args = args
         style = load_image_alpha(args.style, max_side=args.style_size)[0]
-        if args.style_weight is None:
-            args.style_weight = 1.0 if args.preprocessing == "caffe" else 1e5
         self.loss = PerceptualLoss(
             style_image=style.float(),
             vgg_weights=args.vgg_weights,
