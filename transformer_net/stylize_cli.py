@@ -145,9 +145,8 @@ def plan_jobs(src: Path, dst: Path, summary: Summary) -> list[tuple[Path, Path]]
         if out.suffix.lower() not in _WRITABLE:
             out = out.with_suffix(".png")
         if not out.resolve().is_relative_to(dst.resolve()):  # a symlink inside dst
-            summary.failed.append((path, f"{out} leads outside {dst}; not written"))
-            print(
-                f"error: {out}: leads outside the output folder {dst}; not written", file=sys.stderr
+            _record_failure(
+                summary, path, f"{out}: leads outside the output folder {dst}; not written"
             )
             continue
         jobs.append((path, out))
@@ -155,7 +154,7 @@ def plan_jobs(src: Path, dst: Path, summary: Summary) -> list[tuple[Path, Path]]
 
 
 def run(args: argparse.Namespace) -> int:
-    from .inference import Stylizer  # torch import: after argument parsing
+    from .inference import Stylizer
 
     if args.method == "feedforward" and not args.model:
         return _fail("--model is required (or --method optimize with --style)")
@@ -263,7 +262,7 @@ def _report_save(item, total: int, args, summary: Summary) -> None:
         print(f"[{n}/{total}] {path} -> {out}  {w}x{h}  {seconds * 1000:.1f} ms")
 
 
-def _record_failure(summary: Summary, path: Path, error: Exception) -> None:
+def _record_failure(summary: Summary, path: Path, error: Exception | str) -> None:
     summary.failed.append((path, str(error)))
     print(f"error: {error}", file=sys.stderr)
 
