@@ -67,6 +67,8 @@ def train(cfg: DictConfig) -> dict[str, Path]:
     datamodule.find_files()
     module = hydra.utils.instantiate(cfg.module)
     callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    if ckpt_path:
+        continue_log_versions(cfg)
     loggers = [hydra.utils.instantiate(c) for c in (cfg.get("logger") or {}).values()]
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
     for logger in trainer.loggers:
@@ -126,6 +128,25 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
     if not Path(ckpt_path).is_file():
         raise FileNotFoundError(f"{ckpt_path}: checkpoint not found (ckpt_path)")
     return str(ckpt_path)
+
+
+def continue_log_versions(cfg: DictConfig) -> None:
+    """On resume, log into the newest existing TensorBoard version so the curves continue.
+
+    Without this every resumed run would start a new ``version_N`` and each
+    preemption would split the curves into another run in TensorBoard.
+    """
+    for logger_cfg in (cfg.get("logger") or {}).values():
+        if "version" not in logger_cfg or logger_cfg.version is not None:
+            continue
+        log_dir = Path(logger_cfg.save_dir) / str(logger_cfg.get("name") or "")
+        versions = [
+            int(d.name.split("_", 1)[1])
+            for d in log_dir.glob("version_*")
+            if d.is_dir() and d.name.split("_", 1)[1].isdigit()
+        ]
+        if versions:
+            logger_cfg.version = max(versions)
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="train")

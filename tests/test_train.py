@@ -390,3 +390,47 @@ def test_training_from_a_prepared_dataset(tmp_path, photo_dir, style_file):
     assert result["model_file"].is_file() and result["preview"].is_file()
     values, images = scalars(tmp_path / "run")
     assert len(values["loss/total"]) == 3 and "samples/content|stylized" in images
+
+
+@pytest.mark.parametrize(
+    "kill_step,every",
+    [(7, 2), (6, 5)],
+    ids=["mid-epoch", "at-epoch-end"],  # 5 batches per epoch: step 5 ends epoch 0
+)
+def test_sigkill_then_resume_gives_the_weights_of_an_uninterrupted_run(
+    tmp_path, photo_dir, style_file, kill_step, every
+):
+    """Killed with SIGKILL (no chance to save), rerun with ckpt_path=last: the same
+    weights, optimizer state and TensorBoard run as 10 steps without interruption."""
+    base = [
+        *tiny_overrides(tmp_path, photo_dir, style_file, steps=10),  # 10 photos, batch 2
+        "model.channels=[4,8,8]",
+        "model.num_residual=1",
+        f"callbacks.model_checkpoint.every_n_train_steps={every}",
+    ]
+    straight = train(make_cfg([*base, f"output_dir={tmp_path / 'straight'}"]))
+
+    killed = [*base, "data.num_workers=1"]  # the order must not depend on workers
+    proc = subprocess.run(
+        [sys.executable, "train.py", *killed, "+callbacks.kill._target_=tests.faults.KillAtStep",
+         f"+callbacks.kill.step={kill_step}"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    saved_step = kill_step // every * every
+    assert torch.load(last, weights_only=True)["global_step"] == saved_step
+    assert not (tmp_path / "run" / "custom.pth").exists()
+
+    resumed = train(make_cfg([*killed, "ckpt_path=last"]))
+    a = torch.load(straight["checkpoint"], weights_only=True)
+    b = torch.load(resumed["checkpoint"], weights_only=True)
+    assert a["global_step"] == b["global_step"] == 10
+    for key, value in a["state_dict"].items():
+        torch.testing.assert_close(b["state_dict"][key], value, rtol=1e-5, atol=1e-6, msg=key)
+    for key, value in a["optimizer_states"][0]["state"].items():
+        torch.testing.assert_close(b["optimizer_states"][0]["state"][key], value)
+    # The resumed run logs into the killed run's TensorBoard version: one curve.
+    assert [p.name for p in (tmp_path / "run" / "tb").iterdir()] == ["version_0"]
+    steps = sorted({step for step, _ in scalars(tmp_path / "run")[0]["loss/total"]})
+    assert steps[0] <= 1 and steps[-1] >= 9

@@ -24,6 +24,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .image import list_images, load_short_side, pil_to_tensor
+from .sampler import ResumableDataLoader, ResumableSampler, crop_rng, randrange
 
 log = logging.getLogger(__name__)
 # How many consecutive unreadable files a sample may skip before the data is
@@ -52,11 +53,13 @@ class ImageFolderDataset(Dataset):
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
+        """``key``: an index, or ``(index, crop_seed)`` from ``sampler.ResumableSampler``."""
+        index, rng = crop_rng(key)
         for skipped in range(min(MAX_CONSECUTIVE_FAILURES, len(self.files))):
             path = self.files[(index + skipped) % len(self.files)]
             try:
-                return self._load(path), skipped
+                return self._load(path, rng), skipped
             except Exception as e:  # truncated JPEG, not an image, I/O error, ...
                 log.warning(
                     "skipping unreadable image %s (%s)", path, str(e).strip() or type(e).__name__
@@ -66,13 +69,13 @@ class ImageFolderDataset(Dataset):
             "are all unreadable; check the data folder"
         )
 
-    def _load(self, path: Path) -> torch.Tensor:
+    def _load(self, path: Path, rng: random.Random | None) -> torch.Tensor:
         s = self.image_size
         img = load_short_side(path, s)
         w, h = img.size
         if self.train:
-            left = int(torch.randint(0, w - s + 1, ()).item())
-            top = int(torch.randint(0, h - s + 1, ()).item())
+            left = randrange(rng, w - s + 1)
+            top = randrange(rng, h - s + 1)
         else:
             left, top = (w - s) // 2, (h - s) // 2
         return pil_to_tensor(img.crop((left, top, left + s, top + s)))
@@ -104,6 +107,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
         pin_memory: bool | None = None,
         persistent_workers: bool = True,
         download_sample: int = 0,
+        seed: int = 0,
     ):
         super().__init__()
         if image_size < 16 or image_size % 4:
@@ -123,6 +127,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else bool(pin_memory)
         self.persistent_workers = bool(persistent_workers) and self.num_workers > 0
         self.download_sample = int(download_sample or 0)
+        self.seed = int(seed)  # the training order and crops: see sampler.py
         self.train_files: list[Path] = []
         self.val_files: list[Path] = []
         # Set instead of the file lists when root is a prepared folder.
@@ -202,25 +207,34 @@ class ImageFolderDataModule(pl.LightningDataModule):
             )
         return torch.stack([dataset[i][0] for i in range(len(dataset))])
 
-    def _loader(self, dataset: Dataset, *, train: bool) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            shuffle=train,
-            drop_last=train,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.persistent_workers,
-        )
+    def _loader_options(self) -> dict:
+        return {
+            "batch_size": self.batch_size,
+            "num_workers": self.num_workers,
+            "pin_memory": self.pin_memory,
+            "persistent_workers": self.persistent_workers,
+        }
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(
-            self._dataset(self.train_files, self.train_indices, train=True), train=True
+    def train_dataloader(self) -> ResumableDataLoader:
+        """Seeded, DDP-sharded order whose position is saved in checkpoints (sampler.py)."""
+        dataset = self._dataset(self.train_files, self.train_indices, train=True)
+        trainer = getattr(self, "trainer", None)
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
+        if len(dataset) < world * self.batch_size:
+            raise DataError(
+                f"{self.root}: {len(dataset)} training images, fewer than one batch on each of "
+                f"{world} processes (data.batch_size={self.batch_size})"
+            )
+        sampler = ResumableSampler(
+            length=len(dataset), seed=self.seed, num_replicas=world, rank=rank
         )
+        return ResumableDataLoader(dataset, sampler=sampler, **self._loader_options())
 
     def val_dataloader(self) -> DataLoader | list:
         dataset = self._dataset(self.val_files, self.val_indices, train=False)
-        return self._loader(dataset, train=False) if dataset is not None else []
+        if dataset is None:
+            return []
+        return DataLoader(dataset, shuffle=False, **self._loader_options())
 
 
 def _images_in(folder: Path, key: str) -> list[Path]:

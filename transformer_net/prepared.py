@@ -36,6 +36,7 @@ from torch.utils.data import Dataset
 from .atomic import atomic_write
 from .data import DataError
 from .image import list_images, load_short_side
+from .sampler import crop_rng, randrange
 
 FORMAT = "transformer-net-prepared"
 VERSION = 1
@@ -133,7 +134,9 @@ class PreparedDataset(Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
+        """``key``: an index, or ``(index, crop_seed)`` from ``sampler.ResumableSampler``."""
+        index, rng = crop_rng(key)
         if self._array is None:
             s = self.stored_size
             self._array = np.memmap(
@@ -142,9 +145,8 @@ class PreparedDataset(Dataset):
         stored = self._array[self.indices[index]]  # (S, S, 3) view into the file
         s, c = self.stored_size, self.image_size
         if self.train:
-            # torch's RNG, so that Lightning's per-worker seeding applies.
-            top = int(torch.randint(0, s - c + 1, ()).item())
-            left = int(torch.randint(0, s - c + 1, ()).item())
+            top = randrange(rng, s - c + 1)
+            left = randrange(rng, s - c + 1)
         else:
             top = left = (s - c) // 2
         crop = stored[top : top + c, left : left + c].transpose(2, 0, 1)  # (3, c, c) view
