@@ -293,3 +293,17 @@ def test_multi_style_config_composes():
     cfg = make_cfg(["style=multi", "style.names=[wave,nope]"])
     with pytest.raises(ValueError, match="unknown style 'nope'; known: candy, "):
         resolve_styles(cfg.style)
+    with pytest.raises(ValueError, match="style.names lists a style twice"):
+        resolve_styles(make_cfg(["style=multi", "style.names=[wave,wave]"]).style)
+
+
+def test_bf16_network_and_autocast_take_mixes():
+    """Stylizer casts the whole network to bf16; training runs under autocast."""
+    net, x = multi_net(2), torch.rand(1, 3, 16, 16) * 255
+    half = multi_net(2).to(torch.bfloat16)
+    mixed = half(x.bfloat16(), torch.tensor([0.25, 0.75]))
+    assert mixed.dtype == torch.bfloat16 and torch.isfinite(mixed).all()
+    assert torch.equal(half(x.bfloat16(), torch.tensor([0.0, 1.0])), half(x.bfloat16(), 1))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = net(x, torch.tensor([0.25, 0.75]))
+    torch.testing.assert_close(y.float(), net(x, torch.tensor([0.25, 0.75])), rtol=0.05, atol=3)

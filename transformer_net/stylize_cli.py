@@ -25,8 +25,7 @@ examples:
   python stylize.py --method optimize --style starry_night.jpg --input photo.jpg \
       --output gatys.jpg --size 512 --iterations 300      # slow, no model needed
   python stylize.py --model multi.pth --input photo.jpg --output out.jpg --style-index 2
-  python stylize.py --model multi.pth --input photo.jpg --output out.jpg \
-      --style-mix 0.5,0.5,0                               # halfway between styles 0 and 1
+  python stylize.py --model multi.pth --input photo.jpg --output mix.jpg --style-mix 0.5,0.5,0
 
 Models: the .pth written by train.py, a Lightning .ckpt from training, or a
 state dict of the PyTorch examples' fast_neural_style (e.g. its mosaic.pth).
