@@ -112,7 +112,7 @@ class StyleTransferModule(pl.LightningModule):
         # keep their plain parameter names.
         self._compute_fn = self._compute
         self._last_batch_end: float | None = None
-        self._samples: list[torch.Tensor] = []
+        self._samples: list[list[torch.Tensor]] = []  # per style: (b, 3, S, 2S) rows
 
     def forward(self, x: torch.Tensor, style: int | torch.Tensor | None = None) -> torch.Tensor:
         """(B, 3, H, W) RGB 0-255 -> stylized (B, 3, H, W) RGB ~0-255."""
