@@ -1,9 +1,12 @@
-"""Train one style model (Johnson et al. 2016) with Lightning, configured by Hydra.
+"""Train a style model (Johnson et al. 2016) with Lightning, configured by Hydra.
+
+One network can also learn several styles (Dumoulin et al. 2017, style=multi).
 
     python train.py experiment=quickstart                 # minutes on a CPU
     python train.py style=the_scream data.root=data/coco/train2014
     python train.py style=custom style.image=painting.jpg style.name=mine
     python train.py style=wave ckpt_path=last             # resume
+    python train.py style=multi 'style.names=[starry_night,wave]'   # one network, 2 styles
     python train.py --help                                # all config groups
 
 Everything a run writes goes to ``output_dir`` (outputs/<style> by default):
@@ -53,7 +56,13 @@ def train(cfg: DictConfig) -> dict[str, Path]:
     output_dir = Path(cfg.output_dir)
     # Check the inputs before building a network or touching a GPU (the style
     # image is decoded by the module, before the VGG weights are loaded).
-    cfg.style.image = str(resolve_style_image(cfg.style))
+    styles = resolve_styles(cfg.style)
+    multi = "names" in cfg.style
+    if multi:  # style=multi: the module gets the lists (in the order of style.names)
+        cfg.module.style_image = [str(path) for _, path in styles]
+        cfg.module.style_name = [name for name, _ in styles]
+    else:
+        cfg.style.image = str(styles[0][1])
     vgg_weights = str(cfg.loss.vgg_weights)
     if vgg_weights not in ("imagenet", "random") and not Path(vgg_weights).is_file():
         raise VGGWeightsError(f"{vgg_weights}: VGG-16 weights file not found (loss.vgg_weights)")
@@ -85,7 +94,12 @@ def train(cfg: DictConfig) -> dict[str, Path]:
             raise NonFiniteLossError("the trained weights contain NaN/inf: no model file written")
         meta = {
             "style": cfg.style.name,
-            "style_image": cfg.style.image,
+            "styles": [name for name, _ in styles],  # by index: stylize.py --style-index
+            **(
+                {"style_images": [str(path) for _, path in styles]}
+                if multi
+                else {"style_image": cfg.style.image}
+            ),
             "global_step": int(trainer.global_step),
             "image_size": int(cfg.data.image_size),
             "loss": OmegaConf.to_container(cfg.loss, resolve=True),
@@ -99,12 +113,41 @@ def train(cfg: DictConfig) -> dict[str, Path]:
     return result
 
 
-def resolve_style_image(style: DictConfig) -> Path:
+def resolve_styles(style: DictConfig) -> list[tuple[str, Path]]:
+    """(name, image path) of each style: the one style, or those of ``style.names``.
+
+    ``style=multi`` lists names of ``style.catalog`` entries (the single-style
+    configs, plus any added with ``+style.catalog.<name>.image=...``).
+    """
+    if "names" not in style:
+        return [(style.name, resolve_style_image(style))]
+    names = [str(name) for name in style.names]
+    if not names:
+        raise ValueError("style.names is empty: list the styles to train")
+    if len(set(names)) != len(names):
+        raise ValueError(f"style.names lists a style twice: {names}")
+    catalog = style.get("catalog") or {}
+    for name in names:  # all names are checked before anything is downloaded
+        if name not in catalog:
+            raise ValueError(
+                f"style.names: unknown style {name!r}; known: {', '.join(catalog)} "
+                f"(add a painting with +style.catalog.{name}.image=/path/painting.jpg)"
+            )
+    result = []
+    for name in names:
+        entry = OmegaConf.create(
+            {"name": name, "image": catalog[name].get("image"), "url": catalog[name].get("url")}
+        )
+        result.append((name, resolve_style_image(entry, key=f"style.catalog.{name}.image")))
+    return result
+
+
+def resolve_style_image(style: DictConfig, *, key: str = "style.image") -> Path:
     """The style config's image path, downloading ``style.url`` once if no path is set."""
     if style.get("image"):
         path = Path(style.image).expanduser()
         if not path.is_file():
-            raise ImageError(f"{path}: style image not found (style.image)")
+            raise ImageError(f"{path}: style image not found ({key})")
         return path
     if not style.get("url"):
         raise ValueError(f"style {style.name!r} has neither style.image nor style.url")
@@ -112,7 +155,7 @@ def resolve_style_image(style: DictConfig) -> Path:
     try:
         return fetch_file(str(style.url), name=f"{style.name}{suffix}", subdir="styles")
     except DownloadError as e:
-        raise DownloadError(f"{e} (offline: pass style.image=/path/to/painting.jpg)") from None
+        raise DownloadError(f"{e} (offline: pass {key}=/path/to/painting.jpg)") from None
 
 
 def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:

@@ -14,7 +14,9 @@ from tests.conftest import REPO
 from transformer_net.module import auto_precision
 
 CONFIGS = REPO / "configs"
-STYLES = sorted(p.stem for p in (CONFIGS / "style").glob("*.yaml") if p.stem != "custom")
+STYLES = sorted(
+    p.stem for p in (CONFIGS / "style").glob("*.yaml") if p.stem not in ("custom", "multi")
+)
 
 
 def make_cfg(overrides=()):

@@ -13,6 +13,10 @@ Three layouts are read, all through :func:`load_model`:
   examples' ``fast_neural_style`` (widths inferred from the tensor shapes; the
   ``running_mean``/``running_var`` keys that old PyTorch left in the released
   candy/mosaic/udnie/rain_princess models are ignored).
+
+Multi-style networks (conditional instance norm) have the same tensor names with
+(N, C) instead of (C,) norm weights; where the arguments do not say
+``num_styles`` it is read from those shapes.
 """
 
 from __future__ import annotations
@@ -105,7 +109,9 @@ def read_model_file(path: str | os.PathLike) -> tuple[dict, dict, dict]:
         hparams = obj.get("hyper_parameters") or {}
         args = hparams.get("model") or infer_model_args(sd)
         meta = {"source": "lightning checkpoint", "global_step": obj.get("global_step")}
-        if hparams.get("style_name"):
+        if isinstance(hparams.get("style_name"), (list, tuple)):  # a multi-style run
+            meta["styles"] = list(hparams["style_name"])
+        elif hparams.get("style_name"):
             meta["style"] = hparams["style_name"]
         return dict(args), sd, meta
 
@@ -132,7 +138,16 @@ def infer_model_args(state_dict: Mapping[str, torch.Tensor]) -> dict:
     num_residual = 0
     while f"res{num_residual + 1}.conv1.conv2d.weight" in state_dict:
         num_residual += 1
-    return {"channels": channels, "num_residual": num_residual}
+    args = {"channels": channels, "num_residual": num_residual}
+    if infer_num_styles(state_dict) > 1:
+        args["num_styles"] = infer_num_styles(state_dict)
+    return args
+
+
+def infer_num_styles(state_dict: Mapping[str, torch.Tensor]) -> int:
+    """Styles of a network from its first norm: weight (N, C) conditional, (C,) plain."""
+    weight = state_dict.get("in1.weight")
+    return int(weight.shape[0]) if weight is not None and weight.dim() == 2 else 1
 
 
 def load_model(
@@ -144,6 +159,7 @@ def load_model(
         model = TransformerNet(
             channels=tuple(args.get("channels", (32, 64, 128))),
             num_residual=int(args.get("num_residual", 5)),
+            num_styles=int(args.get("num_styles") or infer_num_styles(sd)),
         )
     except (TypeError, ValueError) as e:
         raise ModelFileError(f"{path}: invalid model arguments {args!r} ({e})") from None

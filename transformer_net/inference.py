@@ -5,8 +5,10 @@ Imports neither Lightning nor Hydra, so ``stylize.py`` starts fast.
 
 from __future__ import annotations
 
+import math
 import os
 import time
+from collections.abc import Sequence
 
 import torch
 
@@ -62,6 +64,8 @@ class Stylizer:
     the channels_last memory format; uploads are uint8 from pinned memory (4x
     fewer bytes than float) and converted on the device. ``compile`` uses
     ``torch.compile`` (worth it for many images of one size, e.g. video frames).
+    ``style`` (multi-style models): an index (None: 0), or one weight per style
+    to interpolate between styles (normalized to sum 1).
     """
 
     def __init__(
@@ -71,10 +75,17 @@ class Stylizer:
         device: str = "auto",
         precision: str = "auto",
         compile: bool = False,
+        style: int | Sequence[float] | None = None,
     ):
         self.device = pick_device(device)
         self.dtype = pick_precision(precision, self.device)
         self.model, self.meta = load_model(model_path, device=self.device)
+        n = self.model.num_styles
+        names = self.meta.get("styles")
+        self.style_names = [str(s) for s in names] if names and len(names) == n else None
+        self.style = style_argument(style, num_styles=n, model_path=model_path)
+        if isinstance(self.style, torch.Tensor):
+            self.style = self.style.to(self.device)
         self.model.requires_grad_(False).to(dtype=self.dtype)
         self.channels_last = self.device.type == "cuda"
         if self.channels_last:
@@ -89,7 +100,7 @@ class Stylizer:
         x = image.to(self.device, non_blocking=True).unsqueeze(0).to(self.dtype)  # (1, 3, H, W)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        y = self._forward(x).float()
+        y = self._forward(x, self.style).float()
         return y.clamp_(0, 255).round_().to(torch.uint8)[0].cpu()
 
     def timed(self, image: torch.Tensor) -> tuple[torch.Tensor, float]:
@@ -97,3 +108,43 @@ class Stylizer:
         start = time.perf_counter()
         out = self(image)  # .cpu() synchronizes with the device
         return out, time.perf_counter() - start
+
+
+def style_argument(
+    style: int | Sequence[float] | None, *, num_styles: int, model_path: str | os.PathLike
+) -> int | torch.Tensor | None:
+    """Check ``style`` against a model of ``num_styles`` styles -> the model's argument.
+
+    An index stays an int; mixing weights (one per style, >= 0) become a (N,)
+    tensor normalized to sum 1, a convex combination of the styles' gammas and
+    betas (Dumoulin et al. 2017). Errors are ValueErrors naming ``model_path``.
+    """
+    if style is None:
+        return None
+    if isinstance(style, int):
+        if 0 <= style < num_styles:
+            return style
+        if num_styles == 1:
+            raise ValueError(
+                f"{model_path}: style index {style}: a single-style model has style 0 only"
+            )
+        raise ValueError(
+            f"{model_path}: style index {style} out of range: the model has {num_styles} "
+            f"styles (0-{num_styles - 1})"
+        )
+    weights = [float(w) for w in style]
+    if num_styles == 1:
+        raise ValueError(
+            f"{model_path}: style mixing needs a multi-style model; this one has one style"
+        )
+    if len(weights) != num_styles:
+        raise ValueError(
+            f"{model_path}: {len(weights)} style mixing weights for a model with "
+            f"{num_styles} styles"
+        )
+    if not all(math.isfinite(w) and w >= 0 for w in weights) or sum(weights) <= 0:
+        raise ValueError(
+            f"{model_path}: style mixing weights must be >= 0 with a positive sum, got {weights}"
+        )
+    total = sum(weights)
+    return torch.tensor([w / total for w in weights])

@@ -19,7 +19,7 @@ examples; the default weights for each VGG release are in ``configs/loss/``.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
@@ -58,12 +58,17 @@ class PerceptualLoss(nn.Module):
     The style targets (one Gram matrix per style layer) are computed once from the
     style image and kept as buffers, so they travel with checkpoints while the
     VGG weights do not need to.
+
+    Several styles (multi-style networks, Dumoulin et al. 2017): ``style_image``
+    is a sequence of images; the targets of layer L are then (N, C, C), one per
+    style, all measured by the same VGG, and ``forward`` takes the ``style`` of
+    the batch.
     """
 
     def __init__(
         self,
         *,
-        style_image: torch.Tensor,
+        style_image: torch.Tensor | Sequence[torch.Tensor],
         vgg_weights: str = "imagenet",
         preprocessing: str = "torchvision",
         content_layers: Mapping[str, float] | None = None,
@@ -107,24 +112,50 @@ class PerceptualLoss(nn.Module):
         self.set_style(style_image)
 
     @torch.no_grad()
-    def set_style(self, style_image: torch.Tensor) -> None:
-        """Compute the style targets from a (1, 3, H, W) RGB 0-255 image."""
-        if style_image.dim() == 3:
-            style_image = style_image.unsqueeze(0)
+    def set_style(self, style_image: torch.Tensor | Sequence[torch.Tensor]) -> None:
+        """Compute the style targets from a (1, 3, H, W) RGB 0-255 image.
+
+        A sequence of (3, H, W) or (1, 3, H, W) images (sizes may differ) gives
+        one target per image, in that order: style k's Gram matrices are row k.
+        """
+        images = [style_image] if isinstance(style_image, torch.Tensor) else list(style_image)
+        if not images:
+            raise ValueError("at least one style image is needed")
         device = next(self.vgg.parameters()).device
-        feats = self.vgg(style_image.to(device=device, dtype=torch.float32))
+        grams: dict[str, list[torch.Tensor]] = {name: [] for name in self.style_layers}
+        for image in images:
+            if image.dim() == 3:
+                image = image.unsqueeze(0)
+            feats = self.vgg(image.to(device=device, dtype=torch.float32))
+            for name in self.style_layers:
+                grams[name].append(gram_matrix(feats[name]))  # (1, C, C)
         for name in self.style_layers:
-            self.register_buffer(f"target_gram_{name}", gram_matrix(feats[name]))  # (1, C, C)
+            self.register_buffer(f"target_gram_{name}", torch.cat(grams[name]))  # (N, C, C)
+        self.num_styles = len(images)
 
     def target_gram(self, layer: str) -> torch.Tensor:
+        """(N, C, C): the Gram matrices of the N style images at ``layer``."""
         return getattr(self, f"target_gram_{layer}")
 
-    def forward(self, output: torch.Tensor, content: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(
+        self,
+        output: torch.Tensor,
+        content: torch.Tensor,
+        style: int | torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
         """Losses of stylized ``output`` against ``content`` (both (B, 3, H, W), 0-255).
 
+        ``style``: which style's targets to use, an index or a (B,) index tensor
+        per image; None for a loss with one style.
         Returns ``total`` (what is optimized) and its weighted parts, which add up
         to it: ``content``, ``style``, ``tv`` and ``style/<layer>`` per style layer.
         """
+        if style is None and self.num_styles > 1:
+            raise ValueError(f"the loss holds {self.num_styles} styles: pass style=")
+        if isinstance(style, int):
+            if not 0 <= style < self.num_styles:
+                raise ValueError(f"style {style} out of range: {self.num_styles} style(s)")
+            style = slice(style, style + 1)  # keeps the (1, C, C) shape
         with torch.no_grad():
             content_feats = self.vgg(content, last=self._content_last)
         out_feats = self.vgg(output)
@@ -139,7 +170,10 @@ class PerceptualLoss(nn.Module):
         style_loss = zero
         for name, w in self.style_layers.items():
             gram = gram_matrix(out_feats[name])  # (B, C, C)
-            layer_loss = (gram - self.target_gram(name)).pow(2).mean()
+            target = self.target_gram(name)  # (N, C, C)
+            if style is not None:
+                target = target[style]  # (1, C, C) or (B, C, C)
+            layer_loss = (gram - target).pow(2).mean()
             style_loss = style_loss + w * layer_loss
             losses[f"style/{name}"] = (self.style_weight * w * layer_loss).detach()
 

@@ -9,6 +9,11 @@ convolutions (Odena et al. 2016, "Deconvolution and Checkerboard Artifacts").
 Layer names match the PyTorch examples' ``fast_neural_style`` model so that its
 state dicts load unchanged. Pixel convention: RGB in 0-255 in, RGB in roughly
 0-255 out (no output activation; clamp when saving). This file imports only torch.
+
+With ``num_styles > 1`` one network holds several styles: every instance norm
+becomes a conditional instance norm with one scale and shift per style (Dumoulin
+et al. 2017, "A Learned Representation for Artistic Style"); the convolutions are
+shared, and mixing the per-style scales and shifts interpolates between styles.
 """
 
 from __future__ import annotations
@@ -53,20 +58,109 @@ class UpsampleConvLayer(nn.Module):
         return self.conv2d(self.reflection_pad(x))
 
 
+class ConditionalInstanceNorm2d(nn.Module):
+    """Instance norm with one learned scale and shift per style (Dumoulin et al. 2017).
+
+    The normalization itself is a plain ``nn.InstanceNorm2d`` without affine
+    parameters (code that hooks instance norms, e.g. to replace their statistics,
+    finds it); ``weight`` and ``bias`` are (num_styles, C): row k is style k's
+    gamma and beta. ``style`` (see :func:`style_tensor`) is a (B',) index tensor
+    or (B', num_styles) mixing weights; a mix combines the gammas and betas
+    linearly, which interpolates between styles.
+    """
+
+    def __init__(self, num_features: int, num_styles: int):
+        super().__init__()
+        self.norm = nn.InstanceNorm2d(num_features, affine=False)
+        self.weight = nn.Parameter(torch.ones(num_styles, num_features))  # (N, C)
+        self.bias = nn.Parameter(torch.zeros(num_styles, num_features))  # (N, C)
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        y = self.norm(x)  # (B, C, H, W)
+        if style.is_floating_point():  # (B', N) weights -> (B', C); elementwise, so
+            # autocast keeps it in fp32, and a one-hot mix gives a row exactly
+            mix = style.float().unsqueeze(-1)  # (B', N, 1)
+            gamma = (mix * self.weight.float()).sum(1)
+            beta = (mix * self.bias.float()).sum(1)
+        else:  # (B',) indices -> (B', C)
+            gamma, beta = self.weight[style], self.bias[style]
+        # B' is 1 (one style for the batch) or B; cast for bf16/fp16 networks.
+        gamma = gamma.to(y.dtype)[:, :, None, None]
+        beta = beta.to(y.dtype)[:, :, None, None]
+        return y * gamma + beta
+
+
+def instance_norm(channels: int, num_styles: int) -> nn.Module:
+    """The plain affine instance norm for one style, a conditional one for several."""
+    if num_styles == 1:
+        return nn.InstanceNorm2d(channels, affine=True)
+    return ConditionalInstanceNorm2d(channels, num_styles)
+
+
+def _norm(layer: nn.Module, x: torch.Tensor, style: torch.Tensor | None) -> torch.Tensor:
+    return layer(x, style) if isinstance(layer, ConditionalInstanceNorm2d) else layer(x)
+
+
+def style_tensor(
+    style: int | torch.Tensor | None, num_styles: int, *, batch: int, device: torch.device
+) -> torch.Tensor:
+    """Any accepted ``style`` argument -> (B',) long indices or (B', N) float weights.
+
+    ``None``: style 0; an int k: style k; a (N,) float tensor: mixing weights for
+    the whole batch (used as given: callers normalize them, e.g. to sum 1); a
+    (B,) integer tensor or a (B, N) float tensor: one style or mix per image.
+    B' is 1 or ``batch``. Raises ValueError for indices out of range or shapes
+    that do not fit.
+    """
+    if style is None:
+        style = 0
+    if isinstance(style, bool) or not isinstance(style, (int, torch.Tensor)):
+        raise ValueError(f"style must be an int or a tensor, got {type(style).__name__}")
+    if isinstance(style, int):  # checked without a tensor: no device sync
+        if not 0 <= style < num_styles:
+            raise ValueError(
+                f"style index {style} out of range: the network has {num_styles} style(s)"
+            )
+        return torch.full((1,), style, dtype=torch.long, device=device)
+    if style.is_floating_point():
+        if style.dim() not in (1, 2) or style.shape[-1] != num_styles:
+            raise ValueError(
+                f"style mixing weights must have shape (N,) or (B, N) with N = {num_styles} "
+                f"styles, got {tuple(style.shape)}"
+            )
+        if style.dim() == 1:
+            style = style.unsqueeze(0)  # (1, N)
+    else:
+        if style.dim() == 0:
+            style = style.reshape(1)
+        if style.dim() != 1:
+            raise ValueError(f"style indices must have shape (B,), got {tuple(style.shape)}")
+        low, high = int(style.min()), int(style.max())  # one sync; checks every index
+        if low < 0 or high >= num_styles:
+            bad = low if low < 0 else high
+            raise ValueError(
+                f"style index {bad} out of range: the network has {num_styles} style(s)"
+            )
+        style = style.long()
+    if style.shape[0] not in (1, batch):
+        raise ValueError(f"{style.shape[0]} styles given for a batch of {batch} images")
+    return style.to(device)
+
+
 class ResidualBlock(nn.Module):
     """conv-IN-ReLU-conv-IN plus identity (He et al. 2016, as in Gross & Wilber)."""
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, num_styles: int = 1):
         super().__init__()
         self.conv1 = ConvLayer(channels, channels, kernel_size=3)
-        self.in1 = nn.InstanceNorm2d(channels, affine=True)
+        self.in1 = instance_norm(channels, num_styles)
         self.conv2 = ConvLayer(channels, channels, kernel_size=3)
-        self.in2 = nn.InstanceNorm2d(channels, affine=True)
+        self.in2 = instance_norm(channels, num_styles)
         self.relu = nn.ReLU()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.relu(self.in1(self.conv1(x)))
-        y = self.in2(self.conv2(y))
+    def forward(self, x: torch.Tensor, style: torch.Tensor | None = None) -> torch.Tensor:
+        y = self.relu(_norm(self.in1, self.conv1(x), style))
+        y = _norm(self.in2, self.conv2(y), style)
         return x + y
 
 
@@ -76,33 +170,47 @@ class TransformerNet(nn.Module):
     ``channels`` are the widths of the three encoder stages (the decoder mirrors
     them); ``num_residual`` the number of residual blocks at the bottleneck.
     At the defaults the network has 1,679,235 parameters.
+
+    ``num_styles > 1``: every instance norm is a :class:`ConditionalInstanceNorm2d`
+    with one gamma/beta row per style (same parameter names, (N, C) instead of
+    (C,)); each extra style adds 2 x 1,600 = 3,200 parameters at the defaults.
+    With one style the network and its state dict are those of a plain model.
     """
 
-    def __init__(self, *, channels: tuple[int, int, int] = (32, 64, 128), num_residual: int = 5):
+    def __init__(
+        self,
+        *,
+        channels: tuple[int, int, int] = (32, 64, 128),
+        num_residual: int = 5,
+        num_styles: int = 1,
+    ):
         super().__init__()
         channels = tuple(int(c) for c in channels)
         if len(channels) != 3 or min(channels) < 1:
             raise ValueError(f"channels must be three positive widths, got {channels}")
         if num_residual < 0:
             raise ValueError(f"num_residual must be >= 0, got {num_residual}")
+        if isinstance(num_styles, bool) or int(num_styles) != num_styles or num_styles < 1:
+            raise ValueError(f"num_styles must be a positive integer, got {num_styles}")
         c1, c2, c3 = channels
         self.channels = channels
         self.num_residual = int(num_residual)
+        self.num_styles = n = int(num_styles)
         # Encoder: (B, 3, H, W) -> (B, c3, H/4, W/4)
         self.conv1 = ConvLayer(3, c1, kernel_size=9, stride=1)
-        self.in1 = nn.InstanceNorm2d(c1, affine=True)
+        self.in1 = instance_norm(c1, n)
         self.conv2 = ConvLayer(c1, c2, kernel_size=3, stride=2)
-        self.in2 = nn.InstanceNorm2d(c2, affine=True)
+        self.in2 = instance_norm(c2, n)
         self.conv3 = ConvLayer(c2, c3, kernel_size=3, stride=2)
-        self.in3 = nn.InstanceNorm2d(c3, affine=True)
+        self.in3 = instance_norm(c3, n)
         # Bottleneck: named res1..resN like the reference so state dicts match.
         for i in range(1, self.num_residual + 1):
-            self.add_module(f"res{i}", ResidualBlock(c3))
+            self.add_module(f"res{i}", ResidualBlock(c3, n))
         # Decoder: (B, c3, H/4, W/4) -> (B, 3, H, W)
         self.deconv1 = UpsampleConvLayer(c3, c2, kernel_size=3, upsample=2)
-        self.in4 = nn.InstanceNorm2d(c2, affine=True)
+        self.in4 = instance_norm(c2, n)
         self.deconv2 = UpsampleConvLayer(c2, c1, kernel_size=3, upsample=2)
-        self.in5 = nn.InstanceNorm2d(c1, affine=True)
+        self.in5 = instance_norm(c1, n)
         self.deconv3 = ConvLayer(c1, 3, kernel_size=9, stride=1)
         self.relu = nn.ReLU()
         # Pixels are 0-255 with no output activation, so a default-initialized
@@ -113,20 +221,38 @@ class TransformerNet(nn.Module):
 
     @property
     def config(self) -> dict:
-        """The keyword arguments that rebuild this network."""
-        return {"channels": list(self.channels), "num_residual": self.num_residual}
+        """The keyword arguments that rebuild this network.
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) RGB 0-255 -> (B, 3, H, W) RGB ~0-255, for any H, W >= 1."""
+        ``num_styles`` only appears for multi-style networks, so that the model
+        files of single-style networks stay exactly as they were.
+        """
+        config = {"channels": list(self.channels), "num_residual": self.num_residual}
+        if self.num_styles > 1:
+            config["num_styles"] = self.num_styles
+        return config
+
+    def forward(self, x: torch.Tensor, style: int | torch.Tensor | None = None) -> torch.Tensor:
+        """(B, 3, H, W) RGB 0-255 -> (B, 3, H, W) RGB ~0-255, for any H, W >= 1.
+
+        ``style`` (multi-style networks): None (style 0), an int index, a (N,)
+        float tensor of mixing weights, or per image a (B,) integer tensor or
+        (B, N) float tensor; see :func:`style_tensor`. A single-style network
+        accepts only style 0.
+        """
         h, w = x.shape[-2:]
+        s = None
+        if self.num_styles > 1 or style is not None:
+            s = style_tensor(style, self.num_styles, batch=x.shape[0], device=x.device)
+            if self.num_styles == 1:
+                s = None  # validated: it can only mean style 0
         x = _pad_to_multiple(x)
-        y = self.relu(self.in1(self.conv1(x)))
-        y = self.relu(self.in2(self.conv2(y)))
-        y = self.relu(self.in3(self.conv3(y)))
+        y = self.relu(_norm(self.in1, self.conv1(x), s))
+        y = self.relu(_norm(self.in2, self.conv2(y), s))
+        y = self.relu(_norm(self.in3, self.conv3(y), s))
         for i in range(1, self.num_residual + 1):
-            y = getattr(self, f"res{i}")(y)
-        y = self.relu(self.in4(self.deconv1(y)))
-        y = self.relu(self.in5(self.deconv2(y)))
+            y = getattr(self, f"res{i}")(y, s)
+        y = self.relu(_norm(self.in4, self.deconv1(y), s))
+        y = self.relu(_norm(self.in5, self.deconv2(y), s))
         y = self.deconv3(y)
         return y[..., :h, :w]
 

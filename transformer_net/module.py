@@ -2,7 +2,9 @@
 
 Johnson et al. 2016, section 3: the transformer is trained with Adam (lr 1e-3)
 to minimize the weighted content, style and total-variation losses measured by a
-frozen VGG-16; the style targets come from one style image.
+frozen VGG-16; the style targets come from one style image. With several style
+images one network learns them all (Dumoulin et al. 2017, conditional instance
+normalization): each batch is trained for one style, in a shuffled cycle.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +43,9 @@ class StyleTransferModule(pl.LightningModule):
     hyperparameters and shown in TensorBoard:
     ``model``: TransformerNet keyword arguments; ``loss``: PerceptualLoss keyword
     arguments except the style image; ``style_image``: path of the painting,
-    resized so that its longer side is ``style_size`` (None: as is);
+    resized so that its longer side is ``style_size`` (None: as is), or a list of
+    paths for a multi-style network, named by the list ``style_name``;
+    ``seed``: the order of the styles over the training steps;
     ``optim``: ``lr``, ``betas``, ``weight_decay``, ``scheduler`` (none, cosine,
     step), ``step_size`` and ``gamma`` (for step); ``num_samples``: validation
     photos shown in the image panels; ``nan_policy``: on a NaN/inf loss ``stop``
@@ -55,9 +59,10 @@ class StyleTransferModule(pl.LightningModule):
         *,
         model: Mapping[str, Any],
         loss: Mapping[str, Any],
-        style_image: str,
+        style_image: str | Sequence[str],
         style_size: int | None = 256,
-        style_name: str = "style",
+        style_name: str | Sequence[str] = "style",
+        seed: int = 0,
         optim: Mapping[str, Any] | None = None,
         num_samples: int = 4,
         nan_policy: str = "stop",
@@ -66,10 +71,20 @@ class StyleTransferModule(pl.LightningModule):
     ):
         super().__init__()
         self.save_hyperparameters()
-        style = load_image(style_image, max_side=style_size)  # (3, H, W) uint8; fails first
-        self.transformer = TransformerNet(**dict(model))
-        self.loss_net = PerceptualLoss(style_image=style.float(), **dict(loss))
-        self.register_buffer("style_image", style, persistent=False)
+        paths = [style_image] if isinstance(style_image, str) else list(style_image)
+        names = [style_name] if isinstance(style_name, str) else list(style_name)
+        if len(names) != len(paths):
+            raise ValueError(f"{len(paths)} style images but {len(names)} style names")
+        # (3, H, W) uint8 each, kept on the CPU for TensorBoard; bad files fail first.
+        self.style_images = [load_image(path, max_side=style_size) for path in paths]
+        self.style_names = names
+        self.num_styles = len(paths)
+        self.seed = int(seed)
+        self.transformer = TransformerNet(**{**dict(model), "num_styles": self.num_styles})
+        targets = [image.float() for image in self.style_images]
+        self.loss_net = PerceptualLoss(
+            style_image=targets[0] if self.num_styles == 1 else targets, **dict(loss)
+        )
         self.optim = {
             "lr": 1e-3,
             "betas": (0.9, 0.999),
@@ -97,11 +112,11 @@ class StyleTransferModule(pl.LightningModule):
         # keep their plain parameter names.
         self._compute_fn = self._compute
         self._last_batch_end: float | None = None
-        self._samples: list[torch.Tensor] = []
+        self._samples: list[list[torch.Tensor]] = []  # per style: (b, 3, S, 2S) rows
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, style: int | torch.Tensor | None = None) -> torch.Tensor:
         """(B, 3, H, W) RGB 0-255 -> stylized (B, 3, H, W) RGB ~0-255."""
-        return self.transformer(x)
+        return self.transformer(x, style)
 
     def setup(self, stage: str) -> None:
         if self.channels_last:
@@ -110,18 +125,42 @@ class StyleTransferModule(pl.LightningModule):
         if self.compile and self._compute_fn == self._compute:
             self._compute_fn = torch.compile(self._compute)
 
-    def _compute(self, images: torch.Tensor) -> tuple[dict, torch.Tensor]:
+    def _compute(self, images: torch.Tensor, style: int | None = None) -> tuple[dict, torch.Tensor]:
         content = images.float()  # uint8 (B, 3, S, S) -> float 0-255
         if self.channels_last:
             content = content.contiguous(memory_format=torch.channels_last)
-        output = self.transformer(content)
-        return self.loss_net(output, content), output
+        output = self.transformer(content, style)
+        return self.loss_net(output, content, style), output
 
-    def _losses(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[dict, torch.Tensor]:
-        return self._compute_fn(batch[0])
+    def _losses(
+        self, batch: tuple[torch.Tensor, torch.Tensor], style: int | None = None
+    ) -> tuple[dict, torch.Tensor]:
+        if style is None:  # one style: the plain call
+            return self._compute_fn(batch[0])
+        return self._compute_fn(batch[0], style)
+
+    def _style_arg(self, k: int) -> int | None:
+        """The ``style`` argument for style ``k``: None for a single-style network."""
+        return k if self.num_styles > 1 else None
+
+    def style_of_step(self, step: int) -> int:
+        """The style trained at optimizer step ``step``.
+
+        Each round of N steps visits every style once, in an order shuffled per
+        round (seeded by ``seed``): the styles get equal training, and the style
+        at the steps that get logged (every ``log_every_n_steps``) varies. It is a
+        function of the step only, so every DDP rank trains the same style and a
+        resumed run continues the same sequence.
+        """
+        n = self.num_styles
+        if n == 1:
+            return 0
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + step // n)
+        return int(torch.randperm(n, generator=gen)[step % n])
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor | None:
-        losses, _ = self._losses(batch)
+        k = self.style_of_step(self.global_step)
+        losses, _ = self._losses(batch, self._style_arg(k))
         bs = batch[0].shape[0]
         if not torch.isfinite(losses["total"]):
             # One device sync per step; a diverged run must not keep training
@@ -141,6 +180,8 @@ class StyleTransferModule(pl.LightningModule):
         for key, value in losses.items():
             if key.startswith("style/"):
                 self.log(f"style_layers/{key[6:]}", value, batch_size=bs)
+        if self.num_styles > 1:
+            self._log_style_loss(self.style_names[k], losses["style"])
         skipped = batch[1].sum()
         self.log(
             "data/skipped_images",
@@ -153,6 +194,18 @@ class StyleTransferModule(pl.LightningModule):
         self.log("opt/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=bs)
         return losses["total"]
 
+    def _log_style_loss(self, name: str, value: torch.Tensor) -> None:
+        """``style_loss/<name>``: the style loss of a batch trained for that style.
+
+        Written to the loggers directly: a key given to ``self.log`` at some
+        steps only would be logged again, with its stale value, at the steps of
+        the other styles.
+        """
+        if self.global_step % max(1, self.trainer.log_every_n_steps) != 0:
+            return
+        for logger in self.loggers:
+            logger.log_metrics({f"style_loss/{name}": float(value.detach())}, step=self.global_step)
+
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         # Sustained throughput of all devices together: images per wall-clock
         # second between batch ends, including data loading, optimizer and logging.
@@ -164,33 +217,49 @@ class StyleTransferModule(pl.LightningModule):
         self._last_batch_end = now
 
     def on_validation_epoch_start(self) -> None:
-        self._samples = []
+        self._samples = [[] for _ in range(self.num_styles)]  # per style
 
     def validation_step(self, batch, batch_idx: int) -> torch.Tensor:
-        losses, output = self._losses(batch)
+        # Every validation photo in every style; val/loss is the mean over styles.
+        runs = [self._losses(batch, self._style_arg(k)) for k in range(self.num_styles)]
         bs = batch[0].shape[0]
+        losses = {
+            key: sum(run[0][key] for run in runs) / len(runs)
+            for key in ("total", "content", "style", "tv")
+        }
         self.log("val/loss", losses["total"], prog_bar=True, batch_size=bs, sync_dist=True)
         for key in ("content", "style", "tv"):
             self.log(f"val/{key}", losses[key], batch_size=bs, sync_dist=True)
-        room = self.num_samples - sum(s.shape[0] for s in self._samples)
-        if room > 0:
-            pairs = torch.cat([batch[0].float(), output.float()], dim=3)[:room]  # (b, 3, S, 2S)
-            self._samples.append(pairs.clamp(0, 255).detach().cpu())
+        for k, (style_losses, output) in enumerate(runs):
+            if self.num_styles > 1:
+                name = self.style_names[k]
+                for key, tag in (("total", "loss"), ("style", "style_loss")):
+                    self.log(f"val/{tag}/{name}", style_losses[key], batch_size=bs, sync_dist=True)
+            room = self.num_samples - sum(s.shape[0] for s in self._samples[k])
+            if room > 0:
+                pairs = torch.cat([batch[0].float(), output.float()], dim=3)[:room]  # (b, 3, S, 2S)
+                self._samples[k].append(pairs.clamp(0, 255).detach().cpu())
         return losses["total"]
 
     def on_validation_epoch_end(self) -> None:
         self._last_batch_end = None  # validation time is not training throughput
-        if not self._samples or not self.trainer.is_global_zero:
+        if not self.trainer.is_global_zero:
             return
-        grid = sample_grid(self._samples)
-        for writer in self._image_writers():
-            writer.add_image("samples/content|stylized", grid / 255.0, self.global_step)
+        for k, samples in enumerate(self._samples):
+            if not samples:
+                continue
+            grid = sample_grid(samples)
+            what = "stylized" if self.num_styles == 1 else self.style_names[k]
+            for writer in self._image_writers():
+                writer.add_image(f"samples/content|{what}", grid / 255.0, self.global_step)
 
     def on_fit_start(self) -> None:
         if not self.trainer.is_global_zero:
             return
         for writer in self._image_writers():
-            writer.add_image("style", self.style_image.cpu(), self.global_step)
+            for name, image in zip(self.style_names, self.style_images, strict=True):
+                tag = "style" if self.num_styles == 1 else f"style/{name}"
+                writer.add_image(tag, image, self.global_step)
 
     def _image_writers(self) -> list:
         """The loggers' writers that take images (TensorBoard's SummaryWriter)."""
@@ -261,7 +330,7 @@ def auto_precision() -> str:
 
 
 def sample_grid(samples: list[torch.Tensor]) -> torch.Tensor:
-    """Stack (b, 3, S, 2S) content|stylized pairs into one (3, H, W) image, 0-255."""
+    """Stack (b, 3, S, kS) rows (content|stylized...) into one (3, H, W) image, 0-255."""
     pairs = torch.cat(samples, dim=0)
     pad = 4
     padded = torch.nn.functional.pad(pairs, (pad, pad, pad, pad), value=255.0)
@@ -270,14 +339,19 @@ def sample_grid(samples: list[torch.Tensor]) -> torch.Tensor:
 
 @torch.no_grad()
 def write_preview(transformer: TransformerNet, images: torch.Tensor, path) -> Path:
-    """Stylize (n, 3, S, S) uint8 photos into one content|stylized JPEG at ``path``."""
+    """Stylize (n, 3, S, S) uint8 photos into one content|stylized JPEG at ``path``.
+
+    A multi-style network gets one column per style: content|style 0|style 1|...
+    """
     from .image import save_image
 
     device = next(transformer.parameters()).device
     was_training = transformer.training
     transformer.eval()
-    output = transformer(images.to(device).float()).float().cpu()
+    x = images.to(device).float()
+    styles = [None] if transformer.num_styles == 1 else range(transformer.num_styles)
+    outputs = [transformer(x, k).float().cpu().clamp(0, 255) for k in styles]
     transformer.train(was_training)
-    grid = sample_grid([torch.cat([images.float(), output.clamp(0, 255)], dim=3)])
+    grid = sample_grid([torch.cat([images.float(), *outputs], dim=3)])
     save_image(grid, path)
     return Path(path)

@@ -24,6 +24,8 @@ examples:
   python stylize.py --model udnie.pth --input photo.jpg --output out.png --device cpu
   python stylize.py --method optimize --style starry_night.jpg --input photo.jpg \
       --output gatys.jpg --size 512 --iterations 300      # slow, no model needed
+  python stylize.py --model multi.pth --input photo.jpg --output out.jpg --style-index 2
+  python stylize.py --model multi.pth --input photo.jpg --output mix.jpg --style-mix 0.5,0.5,0
 
 Models: the .pth written by train.py, a Lightning .ckpt from training, or a
 state dict of the PyTorch examples' fast_neural_style (e.g. its mosaic.pth).
@@ -60,6 +62,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--compile", action="store_true", help="torch.compile the model (many images of one size)"
     )
+    styles = p.add_mutually_exclusive_group()
+    styles.add_argument(
+        "--style-index", type=int, default=None, metavar="K",
+        help="multi-style models: use style K (default 0; the startup line lists them)",
+    )  # fmt: skip
+    styles.add_argument(
+        "--style-mix", type=_mix_weights, default=None, metavar="W,W,...",
+        help="multi-style models: one weight per style, normalized to sum 1 (interpolation)",
+    )  # fmt: skip
     p.add_argument("--io-threads", type=int, default=4, help="threads decoding/encoding images (4)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--quiet", action="store_true", help="print only errors and the summary")
@@ -84,6 +95,34 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--optimizer", choices=["lbfgs", "adam"], default="lbfgs")
     g.add_argument("--init", choices=["content", "noise"], default="content")
     return p
+
+
+def _mix_weights(text: str) -> list[float]:
+    try:
+        return [float(w) for w in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers such as 0.5,0.5,0, got {text!r}"
+        ) from None
+
+
+def _style_note(stylizer) -> str:
+    """' (3 styles: 0 a, 1 b, 2 c; using 1 b)' for a multi-style model, else ''."""
+    model = getattr(stylizer, "model", None)
+    n = getattr(model, "num_styles", 1)
+    if n == 1:
+        return ""
+    names = stylizer.style_names or [f"style {k}" for k in range(n)]
+    listed = ", ".join(f"{k} {name}" for k, name in enumerate(names))
+    style = stylizer.style
+    if isinstance(style, torch.Tensor):
+        using = "mix " + " + ".join(
+            f"{w:.3g} {name}" for w, name in zip(style.tolist(), names, strict=True) if w > 0
+        )
+    else:
+        k = style or 0
+        using = f"{k} {names[k]}"
+    return f" ({n} styles: {listed}; using {using})"
 
 
 class GatysStylizer:
@@ -160,6 +199,8 @@ def run(args: argparse.Namespace) -> int:
         return _fail("--model is required (or --method optimize with --style)")
     if args.method == "optimize" and not args.style:
         return _fail("--method optimize needs --style painting.jpg")
+    if args.method == "optimize" and (args.style_index is not None or args.style_mix):
+        return _fail("--style-index and --style-mix choose a style of a multi-style model")
     src, dst = Path(args.input), Path(args.output)
     if not src.exists():
         return _fail(f"{src}: input not found")
@@ -184,6 +225,7 @@ def run(args: argparse.Namespace) -> int:
                 device=args.device,
                 precision=args.precision,
                 compile=args.compile,
+                style=args.style_index if args.style_mix is None else args.style_mix,
             )
     except (ModelFileError, VGGWeightsError, ImageError, ValueError, RuntimeError) as e:
         return _fail(str(e))
@@ -194,7 +236,11 @@ def run(args: argparse.Namespace) -> int:
         else:
             todo.append((path, out))
     if not args.quiet:
-        what = f"model {args.model}" if args.method == "feedforward" else "optimization"
+        what = (
+            f"model {args.model}{_style_note(stylizer)}"
+            if args.method == "feedforward"
+            else "optimization"
+        )
         print(
             f"{what} on {stylizer.device} ({str(stylizer.dtype)[6:]}); {len(todo)} image(s)",
             file=sys.stderr,
