@@ -19,3 +19,16 @@ class KillAtStep(pl.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if trainer.global_step >= self.step:
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+class MarkStep(pl.Callback):
+    """Create the file ``path`` after training step ``step``: tells a test that
+    training is under way (a fixed sleep is not enough on a loaded machine)."""
+
+    def __init__(self, step: int, path: str):
+        self.step = step
+        self.path = path
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step >= self.step and not os.path.exists(self.path):
+            open(self.path, "w").close()

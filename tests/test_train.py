@@ -299,15 +299,16 @@ def test_interrupted_training_saves_last_checkpoint_and_resumes(
         "trainer.val_check_interval=100000",
         "callbacks.model_checkpoint.every_n_train_steps=100000",  # no periodic saves
     ]
+    marker = tmp_path / "training"
     proc = subprocess.Popen(
-        [sys.executable, "train.py", *args],
+        [sys.executable, "train.py", *args, "+callbacks.mark._target_=tests.faults.MarkStep",
+         "+callbacks.mark.step=3", f"+callbacks.mark.path={marker}"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    events = tmp_path / "run" / "tb" / "version_0"
-    deadline = time.monotonic() + 120
-    while not list(events.glob("events.*")) and time.monotonic() < deadline:
+    deadline = time.monotonic() + 300
+    while not marker.exists() and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.2)
-    time.sleep(4)  # well into training
+    assert marker.exists(), "training did not reach step 3"
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == expected_rc, err[-2000:]

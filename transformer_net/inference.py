@@ -8,11 +8,21 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
 from .checkpoint import load_model
+from .model import MIN_SIDE, SIZE_MULTIPLE
+from .tiling import (
+    MAX_TILE,
+    MIN_TILE,
+    is_out_of_memory,
+    memory_budget,
+    plan_tile_size,
+    receptive_margin,
+    stylize_tiled,
+)
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -66,6 +76,12 @@ class Stylizer:
     ``torch.compile`` (worth it for many images of one size, e.g. video frames).
     ``style`` (multi-style models): an index (None: 0), or one weight per style
     to interpolate between styles (normalized to sum 1).
+
+    ``tile_size``: 0 (default) runs each image in one pass unless its
+    activations would not fit in memory (estimated, or an out-of-memory error),
+    then in tiles with whole-image statistics (``tiling.py``: same result, about
+    9x the compute); N > 0 always uses N-pixel tiles. ``progress(done, total)``
+    is called per tile when tiling.
     """
 
     def __init__(
@@ -76,7 +92,15 @@ class Stylizer:
         precision: str = "auto",
         compile: bool = False,
         style: int | Sequence[float] | None = None,
+        tile_size: int = 0,
     ):
+        if tile_size and (tile_size < MIN_SIDE or tile_size % SIZE_MULTIPLE):
+            raise ValueError(
+                f"tile size must be a multiple of {SIZE_MULTIPLE} and >= {MIN_SIDE}, "
+                f"got {tile_size}"
+            )
+        self.tile_size = int(tile_size)
+        self.progress: Callable[[int, int], None] | None = None
         self.device = pick_device(device)
         self.dtype = pick_precision(precision, self.device)
         self.model, self.meta = load_model(model_path, device=self.device)
@@ -92,9 +116,42 @@ class Stylizer:
             self.model.to(memory_format=torch.channels_last)
         self._forward = torch.compile(self.model) if compile else self.model
 
-    @torch.inference_mode()
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
         """(3, H, W) uint8 RGB -> (3, H, W) uint8 RGB, same size, on the CPU."""
+        h, w = image.shape[-2:]
+        tile = self.tile_size or self._plan_tiles(h, w, memory_budget(self.device))
+        if tile:
+            return self._tiled(image, tile)
+        try:
+            return self._whole(image)
+        except (torch.OutOfMemoryError, RuntimeError) as e:
+            if not is_out_of_memory(e):
+                raise
+        # The estimate was optimistic (or memory is taken by others): tiles that
+        # fit in half of what is free now.
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        budget = memory_budget(self.device) // 2
+        return self._tiled(image, self._plan_tiles(h, w, budget, force=True))
+
+    def _plan_tiles(self, h: int, w: int, budget: int, *, force: bool = False) -> int:
+        """Tile size for ``budget`` bytes: 0 (whole image) if it fits, unless ``force``."""
+        margin = receptive_margin(self.model)
+        tile = plan_tile_size(h, w, dtype=self.dtype, budget=budget, margin=margin)
+        if force and not tile:  # fits by the estimate, yet ran out: at least 2 x 2 tiles
+            half = -(-max(h, w) // 2)
+            tile = max(MIN_TILE, min(MAX_TILE, -(-half // SIZE_MULTIPLE) * SIZE_MULTIPLE))
+        return tile
+
+    def _tiled(self, image: torch.Tensor, tile: int) -> torch.Tensor:
+        return stylize_tiled(
+            self.model, image, tile=tile, forward=lambda x: self.model(x, self.style),
+            device=self.device, dtype=self.dtype, channels_last=self.channels_last,
+            progress=self.progress,
+        )  # fmt: skip
+
+    @torch.inference_mode()
+    def _whole(self, image: torch.Tensor) -> torch.Tensor:
         if self.device.type == "cuda":
             image = image.pin_memory()
         x = image.to(self.device, non_blocking=True).unsqueeze(0).to(self.dtype)  # (1, 3, H, W)

@@ -22,8 +22,9 @@ examples:
   python stylize.py --model mosaic.pth --input photos/ --output stylized/      # recursive
   python stylize.py --model candy.pth --input big.jpg --output small.jpg --size 1024
   python stylize.py --model udnie.pth --input photo.jpg --output out.png --device cpu
-  python stylize.py --method optimize --style starry_night.jpg --input photo.jpg \
+  python stylize.py --method optimize --style starry_night.jpg --input photo.jpg \\
       --output gatys.jpg --size 512 --iterations 300      # slow, no model needed
+  python stylize.py --model wave.pth --input panorama.tif --output out.tif --tile-size 1024
   python stylize.py --model multi.pth --input photo.jpg --output out.jpg --style-index 2
   python stylize.py --model multi.pth --input photo.jpg --output mix.jpg --style-mix 0.5,0.5,0
 
@@ -72,6 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="multi-style models: one weight per style, normalized to sum 1 (interpolation)",
     )  # fmt: skip
     p.add_argument("--io-threads", type=int, default=4, help="threads decoding/encoding images (4)")
+    p.add_argument(
+        "--tile-size", type=int, default=0, metavar="N",
+        help="0 (default): one pass, tiles only for images too large for memory; "
+        "N: always N-pixel tiles (same result as one pass, ~9x slower)",
+    )  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--quiet", action="store_true", help="print only errors and the summary")
     g = p.add_argument_group(
@@ -226,7 +232,10 @@ def run(args: argparse.Namespace) -> int:
                 precision=args.precision,
                 compile=args.compile,
                 style=args.style_index if args.style_mix is None else args.style_mix,
+                tile_size=args.tile_size,
             )
+            if not args.quiet:
+                stylizer.progress = _tile_progress
     except (ModelFileError, VGGWeightsError, ImageError, ValueError, RuntimeError) as e:
         return _fail(str(e))
     todo = []
@@ -306,6 +315,12 @@ def _report_save(item, total: int, args, summary: Summary) -> None:
     if not args.quiet:
         h, w = shape[-2:]
         print(f"[{n}/{total}] {path} -> {out}  {w}x{h}  {seconds * 1000:.1f} ms")
+
+
+def _tile_progress(done: int, total: int) -> None:
+    """Tiled images take minutes on a CPU: show the tile count on one line."""
+    end = "\n" if done == total else ""
+    print(f"\r  tiles {done}/{total}", end=end, file=sys.stderr, flush=True)
 
 
 def _record_failure(summary: Summary, path: Path, error: Exception | str) -> None:
