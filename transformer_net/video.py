@@ -156,7 +156,8 @@ def _open_input(av, path: Path):
 
 
 def _short(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
+    """FFmpeg's reason without the errno and the (temporary) file name."""
+    text = (getattr(e, "strerror", None) or str(e)).strip().splitlines()
     return text[0] if text else type(e).__name__
 
 
