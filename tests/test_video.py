@@ -259,3 +259,27 @@ def test_real_clip_first_frames(tmp_path):
     frames, rate = read_frames(SHARED / "video" / "fox.mp4", max_side=64, max_frames=5)
     assert frames.shape == (5, 3, 64, 64) and frames.dtype == torch.uint8
     assert rate == Fraction(2997, 100)
+
+
+def test_flicker_script_prints_both_numbers(tiny_model, clip, capsys):
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        import video_flicker
+    finally:
+        sys.path.pop(0)
+    args = ["--model", tiny_model, "--input", clip, "--frames", "8", "--size", "32"]
+    assert video_flicker.main([str(a) for a in [*args, "--smoothing", "0.8"]]) == 0
+    out = capsys.readouterr().out
+    assert "8 frames 32x24 at 12 fps" in out
+    rows = [line.split("|") for line in out.splitlines() if line.startswith("| 0")]
+    off, smooth = (float(row[2]) for row in rows)
+    assert 0 < smooth < off
+
+
+def test_mpeg4_fallback_without_libx264(tmp_path, tiny_model, clip, monkeypatch):
+    from transformer_net import video
+
+    monkeypatch.setattr(video, "VIDEO_ENCODERS", ("no-such-encoder", "mpeg4"))
+    report = stylize_video(clip, tmp_path / "o.mp4", _stylizer(tiny_model), batch_size=8)
+    got = probe(tmp_path / "o.mp4")
+    assert report.codec == "mpeg4" and got["codec"] == "mpeg4" and got["frames"] == 16

@@ -147,7 +147,7 @@ def _open_input(av, path: Path):
         container = av.open(str(path))
     except FileNotFoundError:
         raise VideoError(f"{path}: file not found") from None
-    except (av.FFmpegError, OSError, ValueError) as e:
+    except (av.error.FFmpegError, OSError, ValueError) as e:
         raise VideoError(f"{path}: cannot read video ({_short(e)})") from None
     if not container.streams.video:
         container.close()
@@ -181,13 +181,13 @@ def _frame_count(container, stream, rate: Fraction) -> int | None:
 
 def _add_video_stream(out, av, *, dst: Path, size: tuple[int, int], rate: Fraction, crf: int):
     """The first encoder of VIDEO_ENCODERS available here and accepted by the container."""
-    supported = out.supported_codecs
+    supported = _supported_codecs(out)
     for name in VIDEO_ENCODERS:
         try:
             codec = av.Codec(name, "w")
-        except (av.FFmpegError, ValueError):
+        except (av.error.FFmpegError, ValueError):
             continue  # not in this PyAV/FFmpeg build
-        if codec.canonical_name not in supported:
+        if supported is not None and codec.canonical_name not in supported:
             continue
         options = {}
         if name == "libx264":
@@ -199,11 +199,17 @@ def _add_video_stream(out, av, *, dst: Path, size: tuple[int, int], rate: Fracti
         stream.pix_fmt = "yuv420p"
         stream.time_base = 1 / rate
         stream.codec_context.time_base = 1 / rate
-        if name == "mpeg4":
+        if name == "mpeg4" and hasattr(stream.codec_context, "qscale"):  # not in every PyAV
             # No CRF: fixed quantizer; q 2-31 (lower is better), crf 18 -> 3.
             stream.codec_context.qscale = max(2, min(31, round(crf / 6)))
         return stream, name
     raise VideoError(f"{dst}: no video encoder for {out.format.name} ({', '.join(VIDEO_ENCODERS)})")
+
+
+def _supported_codecs(out) -> set[str] | None:
+    """Codecs the output container accepts; None if this PyAV cannot tell (then try)."""
+    codecs = getattr(out, "supported_codecs", None)
+    return set(codecs) if codecs is not None else None
 
 
 class _AudioSink:
@@ -214,7 +220,8 @@ class _AudioSink:
         name = in_stream.codec_context.name
         canonical = in_stream.codec_context.codec.canonical_name
         self.encode_stream = None
-        if canonical in out.supported_codecs:
+        supported = _supported_codecs(out)
+        if supported is None or canonical in supported:
             add = getattr(out, "add_stream_from_template", None)
             self.stream = add(in_stream) if add else out.add_stream(template=in_stream)
             self.summary = f"copied ({canonical})"
@@ -222,9 +229,9 @@ class _AudioSink:
         for enc in AUDIO_ENCODERS:
             try:
                 codec = av.Codec(enc, "w")
-            except (av.FFmpegError, ValueError):
+            except (av.error.FFmpegError, ValueError):
                 continue
-            if codec.canonical_name in out.supported_codecs:
+            if codec.canonical_name in supported:
                 ctx = in_stream.codec_context
                 self.stream = out.add_stream(enc, rate=ctx.sample_rate or 48000)
                 if ctx.layout is not None and ctx.layout.nb_channels <= 2:
@@ -326,7 +333,7 @@ def stylize_video(
         with atomic_path(dst) as tmp:
             try:
                 out = av.open(str(tmp), "w")
-            except (av.FFmpegError, OSError, ValueError) as e:
+            except (av.error.FFmpegError, OSError, ValueError) as e:
                 raise VideoError(f"{dst}: cannot write video ({_short(e)})") from None
             try:
                 vout, codec = _add_video_stream(out, av, dst=dst, size=size, rate=rate, crf=crf)
@@ -335,12 +342,12 @@ def stylize_video(
                     av, inp, vin, ain, out, vout, audio, stylizer, smoother,
                     size=size, batch_size=batch_size, total=total, progress=progress,
                 )  # fmt: skip
-            except av.FFmpegError as e:
+            except av.error.FFmpegError as e:
                 raise VideoError(f"{src}: {_short(e)}") from None
             finally:
                 try:
                     out.close()
-                except av.FFmpegError:
+                except av.error.FFmpegError:
                     pass
             if frames == 0:
                 raise VideoError(f"{src}: no video frames could be decoded")
@@ -477,7 +484,7 @@ def read_frames(
             frames.append(torch.from_numpy(rgb).permute(2, 0, 1))
             if max_frames is not None and len(frames) >= max_frames:
                 break
-    except av.FFmpegError as e:
+    except av.error.FFmpegError as e:
         raise VideoError(f"{path}: {_short(e)}") from None
     finally:
         container.close()
