@@ -292,6 +292,9 @@ def stylize_videos(videos: list[tuple[Path, Path]], stylizer, args, summary: Sum
         except (VideoError, ValueError) as e:
             _record_failure(summary, path, e)
             continue
+        except torch.cuda.OutOfMemoryError:  # = torch.OutOfMemoryError
+            _record_failure(summary, path, f"{path}: out of memory (try a smaller --batch-size)")
+            continue
         finally:
             if progress is not None:
                 progress.close()
