@@ -177,6 +177,16 @@ def test_corrupt_video_is_one_line_error_and_leaves_nothing(tmp_path, tiny_model
     assert list(out_dir.iterdir()) == []
 
 
+def test_truncated_video_keeps_what_decodes_and_warns(tmp_path, tiny_model, capsys):
+    src = make_video(tmp_path / "in.mkv", audio="pcm_s16le")
+    half = tmp_path / "half.mkv"
+    half.write_bytes(src.read_bytes()[: src.stat().st_size // 2])
+    assert main("--model", tiny_model, "--input", half, "--output", tmp_path / "o.mp4") == 0
+    frames = probe(tmp_path / "o.mp4")["frames"]
+    assert 0 < frames < 16
+    assert f"warning: {half}: {frames} of 16 frames decoded" in capsys.readouterr().err
+
+
 def test_interrupted_run_leaves_no_output(tmp_path, tiny_model, clip):
     class Failing:
         device = torch.device("cpu")

@@ -299,6 +299,12 @@ def stylize_videos(videos: list[tuple[Path, Path]], stylizer, args, summary: Sum
             if progress is not None:
                 progress.close()
         summary.done += 1
+        if report.expected_frames and report.frames < 0.9 * report.expected_frames - 1:
+            print(
+                f"warning: {path}: {report.frames} of {report.expected_frames} frames decoded "
+                "(truncated or damaged file?)",
+                file=sys.stderr,
+            )
         if not args.quiet:
             (w, h), n, sec, fps = report.size, report.frames, report.seconds, float(report.fps)
             print(

@@ -135,6 +135,7 @@ class VideoReport:
     """What :func:`stylize_video` wrote."""
 
     frames: int
+    expected_frames: int | None  # from the container header or duration; None if unknown
     size: tuple[int, int]  # (W, H)
     fps: Fraction
     codec: str
@@ -339,15 +340,16 @@ def stylize_video(
                 vout, codec = _add_video_stream(out, av, dst=dst, size=size, rate=rate, crf=crf)
                 audio = _AudioSink(out, av, ain, dst=dst) if ain is not None else None
                 frames = _run(
-                    av, inp, vin, ain, out, vout, audio, stylizer, smoother,
+                    av, inp, vin, ain, out, vout, audio, stylizer, smoother, src=src, dst=dst,
                     size=size, batch_size=batch_size, total=total, progress=progress,
                 )  # fmt: skip
+                out.close()  # writes the trailer (the MP4 index): errors count
             except av.error.FFmpegError as e:
-                raise VideoError(f"{src}: {_short(e)}") from None
+                raise VideoError(f"{dst}: cannot write video ({_short(e)})") from None
             finally:
                 try:
-                    out.close()
-                except av.error.FFmpegError:
+                    out.close()  # no-op when closed; after an error the file is deleted anyway
+                except Exception:  # noqa: BLE001
                     pass
             if frames == 0:
                 raise VideoError(f"{src}: no video frames could be decoded")
@@ -355,6 +357,7 @@ def stylize_video(
         inp.close()
     return VideoReport(
         frames=frames,
+        expected_frames=total,
         size=size,
         fps=rate,
         codec=codec,
@@ -363,8 +366,8 @@ def stylize_video(
     )
 
 
-def _run(av, inp, vin, ain, out, vout, audio, stylizer, smoother, *, size, batch_size, total,
-         progress) -> int:  # fmt: skip
+def _run(av, inp, vin, ain, out, vout, audio, stylizer, smoother, *, src, dst, size, batch_size,
+         total, progress) -> int:  # fmt: skip
     """Decode (thread) -> model (this thread) -> encode (thread); returns the frame count."""
     pipe = _Pipeline(depth=max(4, 2 * batch_size))
     width, height = size
@@ -385,6 +388,8 @@ def _run(av, inp, vin, ain, out, vout, audio, stylizer, smoother, *, size, batch
                     if not pipe.put(pipe.frames, ("video", rgb)):
                         return
             pipe.put(pipe.frames, None)
+        except av.error.FFmpegError as e:
+            pipe.fail(VideoError(f"{src}: cannot decode video ({_short(e)})"))
         except BaseException as e:  # noqa: BLE001 - handed to the main thread
             pipe.fail(e)
 
@@ -409,6 +414,8 @@ def _run(av, inp, vin, ain, out, vout, audio, stylizer, smoother, *, size, batch
                 audio.flush()
         except _Stopped:
             pass
+        except av.error.FFmpegError as e:
+            pipe.fail(VideoError(f"{dst}: cannot write video ({_short(e)})"))
         except BaseException as e:  # noqa: BLE001
             pipe.fail(e)
 
