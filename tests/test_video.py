@@ -293,3 +293,11 @@ def test_mpeg4_fallback_without_libx264(tmp_path, tiny_model, clip, monkeypatch)
     report = stylize_video(clip, tmp_path / "o.mp4", _stylizer(tiny_model), batch_size=8)
     got = probe(tmp_path / "o.mp4")
     assert report.codec == "mpeg4" and got["codec"] == "mpeg4" and got["frames"] == 16
+
+
+def test_help_shows_the_video_example(capsys):
+    with pytest.raises(SystemExit):
+        main("--help")
+    out = capsys.readouterr().out
+    assert "--input clip.mp4 --output out.mp4 --size 720 \\\n      --temporal-smoothing 0.7" in out
+    assert "--crf CRF" in out and "--batch-size BATCH_SIZE" in out

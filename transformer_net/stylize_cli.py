@@ -23,9 +23,9 @@ examples:
   python stylize.py --model mosaic.pth --input photos/ --output stylized/      # recursive
   python stylize.py --model candy.pth --input big.jpg --output small.jpg --size 1024
   python stylize.py --model udnie.pth --input photo.jpg --output out.png --device cpu
-  python stylize.py --model wave.pth --input clip.mp4 --output out.mp4 --size 720 \
+  python stylize.py --model wave.pth --input clip.mp4 --output out.mp4 --size 720 \\
       --temporal-smoothing 0.7                 # video: keeps fps and audio (needs PyAV)
-  python stylize.py --method optimize --style starry_night.jpg --input photo.jpg \
+  python stylize.py --method optimize --style starry_night.jpg --input photo.jpg \\
       --output gatys.jpg --size 512 --iterations 300      # slow, no model needed
 
 Models: the .pth written by train.py, a Lightning .ckpt from training, or a
