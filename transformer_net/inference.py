@@ -150,15 +150,23 @@ class Stylizer:
             progress=self.progress,
         )  # fmt: skip
 
-    @torch.inference_mode()
     def _whole(self, image: torch.Tensor) -> torch.Tensor:
+        return self.batch(image.unsqueeze(0))[0]  # (1, 3, H, W) -> (3, H, W)
+
+    @torch.inference_mode()
+    def batch(self, frames: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) uint8 RGB -> (B, 3, H, W) uint8 RGB on the CPU: one pass for B frames.
+
+        Video frames share one size, so a batch fills the GPU far better than
+        single frames (and amortizes the per-call overhead on the CPU).
+        """
         if self.device.type == "cuda":
-            image = image.pin_memory()
-        x = image.to(self.device, non_blocking=True).unsqueeze(0).to(self.dtype)  # (1, 3, H, W)
+            frames = frames.pin_memory()
+        x = frames.to(self.device, non_blocking=True).to(self.dtype)  # (B, 3, H, W)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         y = self._forward(x, self.style).float()
-        return y.clamp_(0, 255).round_().to(torch.uint8)[0].cpu()
+        return y.clamp_(0, 255).round_().to(torch.uint8).cpu()
 
     def timed(self, image: torch.Tensor) -> tuple[torch.Tensor, float]:
         """Like calling it; also returns the wall time in seconds (device synchronized)."""

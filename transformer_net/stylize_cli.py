@@ -15,6 +15,7 @@ import torch
 from .checkpoint import ModelFileError
 from .image import ImageError, is_image_file, load_image_alpha, save_image
 from .vgg import VGGWeightsError
+from .video import VideoError, is_video_file, require_av, stylize_video
 
 EXAMPLES = """\
 examples:
@@ -22,6 +23,8 @@ examples:
   python stylize.py --model mosaic.pth --input photos/ --output stylized/      # recursive
   python stylize.py --model candy.pth --input big.jpg --output small.jpg --size 1024
   python stylize.py --model udnie.pth --input photo.jpg --output out.png --device cpu
+  python stylize.py --model wave.pth --input clip.mp4 --output out.mp4 --size 720 \\
+      --temporal-smoothing 0.7                 # video: keeps fps and audio (needs PyAV)
   python stylize.py --method optimize --style starry_night.jpg --input photo.jpg \\
       --output gatys.jpg --size 512 --iterations 300      # slow, no model needed
   python stylize.py --model wave.pth --input panorama.tif --output out.tif --tile-size 1024
@@ -80,6 +83,15 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--quiet", action="store_true", help="print only errors and the summary")
+    v = p.add_argument_group("video (.mp4 .mov .mkv .avi .webm .m4v; needs PyAV)")
+    v.add_argument(
+        "--batch-size", type=int, default=None, help="frames per model call (8 on CUDA, else 2)"
+    )
+    v.add_argument("--crf", type=int, default=18, help="H.264 quality, 0-51, lower is better (18)")
+    v.add_argument(
+        "--temporal-smoothing", type=float, default=0.0, metavar="A",
+        help="0-1: blend each frame with the previous output where the input is still (0: off)",
+    )  # fmt: skip
     g = p.add_argument_group(
         "optimization (Gatys et al. 2016)",
         "--method optimize: no model; the image itself is optimized against the training loss",
@@ -183,11 +195,11 @@ def plan_jobs(src: Path, dst: Path, summary: Summary) -> list[tuple[Path, Path]]
     jobs = []
     for path in sorted(p for p in src.rglob("*") if p.is_file()):
         rel = path.relative_to(src)
-        if not is_image_file(path):
-            summary.skipped.append((path, "not an image file"))
+        if not is_image_file(path) and not is_video_file(path):
+            summary.skipped.append((path, "not an image or video file"))
             continue
         out = dst / rel
-        if out.suffix.lower() not in _WRITABLE:
+        if out.suffix.lower() not in _WRITABLE and not is_video_file(path):
             out = out.with_suffix(".png")
         if not out.resolve().is_relative_to(dst.resolve()):  # a symlink inside dst
             _record_failure(
@@ -214,6 +226,12 @@ def run(args: argparse.Namespace) -> int:
         return _fail(f"{dst}: output must be a folder when the input is a folder")
     if src.is_dir() and dst.resolve().is_relative_to(src.resolve()):
         return _fail(f"{dst}: output folder is inside the input folder {src}")
+    if not 0 <= args.temporal_smoothing < 1:
+        return _fail(f"--temporal-smoothing must be in [0, 1), got {args.temporal_smoothing}")
+    if not 0 <= args.crf <= 51:
+        return _fail(f"--crf must be in 0-51, got {args.crf}")
+    if args.batch_size is not None and args.batch_size < 1:
+        return _fail(f"--batch-size must be >= 1, got {args.batch_size}")
     summary = Summary()
     jobs = plan_jobs(src, dst, summary)
     if src.is_file():
@@ -222,6 +240,13 @@ def run(args: argparse.Namespace) -> int:
             return _fail(f"{out}: output would overwrite the input")
         if out.exists() and not args.overwrite:
             return _fail(f"{out}: already exists (pass --overwrite to replace it)")
+        if is_video_file(src):
+            if args.method == "optimize":
+                return _fail(f"{src}: video needs a model (--method feedforward)")
+            try:
+                require_av(src)
+            except VideoError as e:
+                return _fail(str(e))
     try:
         if args.method == "optimize":
             stylizer = GatysStylizer(args)
@@ -255,7 +280,9 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     start = time.perf_counter()
-    stylize_all(todo, stylizer, args, summary)
+    videos = [(path, out) for path, out in todo if is_video_file(path)]
+    stylize_all([job for job in todo if not is_video_file(job[0])], stylizer, args, summary)
+    stylize_videos(videos, stylizer, args, summary)
     summary.seconds = time.perf_counter() - start
     _print_summary(summary, folder=src.is_dir())
     return 1 if summary.failed else 0
@@ -302,6 +329,68 @@ def stylize_all(todo: list[tuple[Path, Path]], stylizer, args, summary: Summary)
                 _report_save(saves.popleft(), len(todo), args, summary)
         while saves:
             _report_save(saves.popleft(), len(todo), args, summary)
+
+
+def stylize_videos(videos: list[tuple[Path, Path]], stylizer, args, summary: Summary) -> None:
+    """One video at a time (after the images); each overlaps decoding, model and encoding."""
+    for i, (path, out) in enumerate(videos, start=1):
+        if not hasattr(stylizer, "batch"):
+            _record_failure(summary, path, f"{path}: video needs a model (--method feedforward)")
+            continue
+        batch = args.batch_size or (8 if stylizer.device.type == "cuda" else 2)
+        progress = None if args.quiet else _VideoProgress(path)
+        try:
+            report = stylize_video(
+                path, out, stylizer, max_side=args.size, scale=args.scale, batch_size=batch,
+                crf=args.crf, temporal_smoothing=args.temporal_smoothing, progress=progress,
+            )  # fmt: skip
+        except (VideoError, ValueError) as e:
+            _record_failure(summary, path, e)
+            continue
+        except torch.cuda.OutOfMemoryError:  # = torch.OutOfMemoryError
+            _record_failure(summary, path, f"{path}: out of memory (try a smaller --batch-size)")
+            continue
+        finally:
+            if progress is not None:
+                progress.close()
+        summary.done += 1
+        if report.expected_frames and report.frames < 0.9 * report.expected_frames - 1:
+            print(
+                f"warning: {path}: {report.frames} of {report.expected_frames} frames decoded "
+                "(truncated or damaged file?)",
+                file=sys.stderr,
+            )
+        if not args.quiet:
+            (w, h), n, sec, fps = report.size, report.frames, report.seconds, float(report.fps)
+            print(
+                f"[{i}/{len(videos)}] {path} -> {out}  {w}x{h}  {n} frames at {fps:.3g} fps  "
+                f"{sec:.1f} s ({n / max(sec, 1e-9):.1f} frames/s)  {report.codec}, "
+                f"audio {report.audio}"
+            )
+
+
+class _VideoProgress:
+    """``frame done/total, fps`` on stderr: rewritten in place on a terminal, else every 5 s."""
+
+    def __init__(self, path: Path):
+        self.name, self.tty = path.name, sys.stderr.isatty()
+        self.start = self.last = time.perf_counter()
+        self.printed = False
+
+    def __call__(self, done: int, total: int | None) -> None:
+        now = time.perf_counter()
+        if now - self.last < (0.5 if self.tty else 5.0):
+            return
+        self.last = now
+        of = f"/{total}" if total else ""
+        line = f"  {self.name}: frame {done}{of}, {done / (now - self.start):.1f} fps"
+        print(("\r" + line) if self.tty else line, end="" if self.tty else "\n", file=sys.stderr,
+              flush=True)  # fmt: skip
+        self.printed = True
+
+    def close(self) -> None:
+        if self.tty and self.printed:
+            print(file=sys.stderr)
 
 
 def _report_save(item, total: int, args, summary: Summary) -> None:
