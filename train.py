@@ -27,6 +27,7 @@ import torch
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
+from pytorch_lightning.plugins.environments import SLURMEnvironment
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from transformer_net.checkpoint import ModelFileError, save_model_file
@@ -76,7 +77,9 @@ def train(cfg: DictConfig) -> dict[str, Path]:
     datamodule.find_files()
     module = hydra.utils.instantiate(cfg.module)
     callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
-    if ckpt_path:
+    # A SLURM job requeued after SIGUSR1 resumes from Lightning's hpc_ckpt_N.ckpt.
+    requeued = SLURMEnvironment.detect() and any(output_dir.glob("hpc_ckpt_*.ckpt"))
+    if ckpt_path or requeued:
         continue_log_versions(cfg)
     loggers = [hydra.utils.instantiate(c) for c in (cfg.get("logger") or {}).values()]
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)

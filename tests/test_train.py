@@ -1,6 +1,7 @@
 """train(cfg) through Hydra compose: real runs with tiny images and few steps."""
 
 import glob
+import os
 import signal
 import subprocess
 import sys
@@ -435,3 +436,58 @@ def test_sigkill_then_resume_gives_the_weights_of_an_uninterrupted_run(
     assert [p.name for p in (tmp_path / "run" / "tb").iterdir()] == ["version_0"]
     steps = sorted({step for step, _ in scalars(tmp_path / "run")[0]["loss/total"]})
     assert steps[0] <= 1 and steps[-1] >= 9
+
+
+def test_slurm_requeue_signal_saves_requeues_and_the_requeued_job_resumes(
+    tmp_path, photo_dir, style_file
+):
+    """Under SLURM (``#SBATCH --signal=SIGUSR1@90 --requeue``) Lightning saves
+    hpc_ckpt_1.ckpt on SIGUSR1 and runs ``scontrol requeue``; the requeued job
+    (same command, no ckpt_path) continues from it."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    record = tmp_path / "scontrol.txt"
+    scontrol = bin_dir / "scontrol"
+    scontrol.write_text(f'#!/bin/sh\necho "$@" > {record}\n')
+    scontrol.chmod(0o755)
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "SLURM_NTASKS": "1", "SLURM_JOB_NAME": "train", "SLURM_JOB_ID": "4242",
+        "SLURM_NODELIST": "localhost", "SLURM_PROCID": "0", "SLURM_LOCALID": "0",
+        "SLURM_NODEID": "0",
+    }  # fmt: skip
+    marker = tmp_path / "training"
+    args = [
+        *tiny_overrides(tmp_path, photo_dir, style_file, steps=100_000),
+        "model.channels=[4,8,8]",
+        "model.num_residual=1",
+        "trainer.val_check_interval=100000",
+        "callbacks.model_checkpoint.every_n_train_steps=100000",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "train.py", *args, "+callbacks.mark._target_=tests.faults.MarkStep",
+         "+callbacks.mark.step=2", f"+callbacks.mark.path={marker}"],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 300
+    while not marker.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGUSR1)
+    while not record.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    proc.kill()  # SLURM ends the job once it is requeued
+    _, err = proc.communicate(timeout=60)
+    assert record.read_text().split() == ["requeue", "4242"], err[-2000:]
+    hpc = tmp_path / "run" / "hpc_ckpt_1.ckpt"
+    step = torch.load(hpc, weights_only=True)["global_step"]
+    assert step >= 2
+
+    requeued = subprocess.run(
+        [sys.executable, "train.py", *args, f"trainer.max_steps={step + 2}"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert requeued.returncode == 0, requeued.stderr[-2000:]
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["global_step"] == step + 2
+    assert [p.name for p in (tmp_path / "run" / "tb").iterdir()] == ["version_0"]
