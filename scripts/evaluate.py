@@ -19,7 +19,14 @@ import torch
 from PIL import Image, ImageDraw
 
 from transformer_net.checkpoint import ModelFileError, load_model
-from transformer_net.image import ImageError, list_images, load_image, save_image, tensor_to_pil
+from transformer_net.image import (
+    ImageError,
+    list_images,
+    load_image,
+    pil_to_tensor,
+    save_image,
+    tensor_to_pil,
+)
 from transformer_net.inference import pick_device
 from transformer_net.loss import PerceptualLoss
 from transformer_net.optimize import optimize_image
@@ -93,6 +100,7 @@ def evaluate(args) -> dict:
         raise ValueError(f"{args.images}: no images found")
     out_dir = Path(args.out)
     rows = []
+    sheets: dict[str, Image.Image] = {}
     for n, path in enumerate(photos, 1):
         content = load_image(path, max_side=args.size)  # (3, H, W) uint8
         start = time.perf_counter()
@@ -116,6 +124,7 @@ def evaluate(args) -> dict:
             panels.append((f"Gatys {its}", image))
         sheet = contact_sheet(panels, height=content.shape[1])
         save_image(sheet, out_dir / f"{path.stem}_sheet.jpg")
+        sheets[path.stem] = sheet
         ff_total, gatys_total = rows[-len(iterations) - 1]["total"], rows[-1]["total"]
         print(
             f"[{n}/{len(photos)}] {path.name}: feed-forward {ff_total:.4g}, "
@@ -128,7 +137,27 @@ def evaluate(args) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "evaluation.json").write_text(json.dumps(report, indent=2))
     (out_dir / "evaluation.md").write_text(markdown(summary, rows))
+    if args.tensorboard:
+        write_tensorboard(args.tensorboard, int(meta.get("global_step") or 0), summary, sheets)
     return report
+
+
+def write_tensorboard(log_dir: str, step: int, summary: list[dict], sheets: dict) -> None:
+    """Mean losses per method and the contact sheets, at the model's training step.
+
+    Evaluating several checkpoints of one run into the same folder plots the
+    feed-forward loss against the Gatys levels over training.
+    """
+    from torch.utils.tensorboard import SummaryWriter
+
+    with SummaryWriter(log_dir) as writer:
+        for row in summary:
+            for key in ("content", "style", "tv", "total"):
+                writer.add_scalar(f"eval/{row['method']}/{key}", row[key], step)
+        for name, sheet in sheets.items():
+            image = pil_to_tensor(sheet.convert("RGB"))  # (3, H, W) uint8
+            writer.add_image(f"eval/{name}", image, step)
+        writer.add_text("eval/summary", markdown(summary, []), step)
 
 
 def summarize(rows: list[dict]) -> list[dict]:
@@ -183,6 +212,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--style-weight", type=float, default=None)
     p.add_argument("--tv-weight", type=float, default=None)
     p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--tensorboard", default=None, metavar="DIR",
+        help="also log the losses and sheets to TensorBoard (e.g. outputs/wave/tb/eval)",
+    )  # fmt: skip
     args = p.parse_args(argv)
     try:
         report = evaluate(args)

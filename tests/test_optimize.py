@@ -80,7 +80,8 @@ def test_evaluate_script_writes_report_and_contact_sheets(tmp_path, style_file):
     for i in range(2):
         write_photo(tmp_path / "photos" / f"p{i}.png", size=(36, 28), seed=i)
     cmd = [sys.executable, "scripts/evaluate.py", "--model", model, "--images", tmp_path / "photos",
-           "--size", "32", "--iterations", "3,6", "--out", tmp_path / "eval"]  # fmt: skip
+           "--size", "32", "--iterations", "3,6", "--out", tmp_path / "eval",
+           "--tensorboard", tmp_path / "tb"]  # fmt: skip
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
@@ -90,5 +91,12 @@ def test_evaluate_script_writes_report_and_contact_sheets(tmp_path, style_file):
     assert "| feed-forward |" in (tmp_path / "eval" / "evaluation.md").read_text()
     sheet = Image.open(tmp_path / "eval" / "p0_sheet.jpg")
     assert sheet.width > 4 * 32  # content | style | feed-forward | two Gatys panels
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    ea = EventAccumulator(str(tmp_path / "tb"), size_guidance={"images": 0, "scalars": 0})
+    ea.Reload()
+    assert {"eval/p0", "eval/p1"} <= set(ea.Tags()["images"])
+    total = ea.Scalars("eval/feed-forward/total")[0].value
+    assert total == pytest.approx(report["summary"][0]["total"], rel=1e-5)
     bad = subprocess.run([*cmd[:4], tmp_path / "nope"], cwd=REPO, capture_output=True, text=True)
     assert bad.returncode == 2 and "error:" in bad.stderr
