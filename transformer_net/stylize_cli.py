@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from .checkpoint import ModelFileError
+from .color import postprocess
 from .image import ImageError, is_image_file, load_image_alpha, save_image
 from .vgg import VGGWeightsError
 
@@ -24,9 +25,13 @@ examples:
   python stylize.py --model udnie.pth --input photo.jpg --output out.png --device cpu
   python stylize.py --method optimize --style starry_night.jpg --input photo.jpg \
       --output gatys.jpg --size 512 --iterations 300      # slow, no model needed
+  python stylize.py --model wave.onnx --input photo.jpg --output out.jpg   # onnxruntime
+  python stylize.py --model wave.pth --input photo.jpg --output out.jpg --preserve-color
+  python stylize.py --model wave.pth --input photo.jpg --output out.jpg --strength 0.5
 
-Models: the .pth written by train.py, a Lightning .ckpt from training, or a
-state dict of the PyTorch examples' fast_neural_style (e.g. its mosaic.pth).
+Models: the .pth written by train.py, a Lightning .ckpt from training, a
+state dict of the PyTorch examples' fast_neural_style (e.g. its mosaic.pth), or
+an .onnx / TorchScript .pt file from scripts/export_model.py.
 Existing outputs are skipped unless --overwrite is given.
 """
 # Formats written as-is in folder mode; anything else (e.g. .gif) becomes .png.
@@ -42,7 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--model", help="model file (.pth) or training checkpoint (.ckpt)")
+    p.add_argument(
+        "--model", help="model file (.pth), training checkpoint (.ckpt), .onnx or TorchScript .pt"
+    )
     p.add_argument("--input", required=True, help="an image, or a folder (searched recursively)")
     p.add_argument(
         "--output", required=True, help="output image, or output folder for a folder input"
@@ -60,6 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--compile", action="store_true", help="torch.compile the model (many images of one size)"
     )
+    p.add_argument(
+        "--preserve-color", action="store_true",
+        help="keep the photo's colors: stylized luminance + photo chrominance (YIQ)",
+    )  # fmt: skip
+    p.add_argument(
+        "--strength", type=float, default=1.0,
+        help="0-1: blend S * stylized + (1 - S) * photo in pixels (default 1)",
+    )  # fmt: skip
     p.add_argument("--io-threads", type=int, default=4, help="threads decoding/encoding images (4)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--quiet", action="store_true", help="print only errors and the summary")
@@ -154,12 +169,12 @@ def plan_jobs(src: Path, dst: Path, summary: Summary) -> list[tuple[Path, Path]]
 
 
 def run(args: argparse.Namespace) -> int:
-    from .inference import Stylizer
-
     if args.method == "feedforward" and not args.model:
         return _fail("--model is required (or --method optimize with --style)")
     if args.method == "optimize" and not args.style:
         return _fail("--method optimize needs --style painting.jpg")
+    if not 0.0 <= args.strength <= 1.0:
+        return _fail(f"--strength must be between 0 and 1, got {args.strength}")
     src, dst = Path(args.input), Path(args.output)
     if not src.exists():
         return _fail(f"{src}: input not found")
@@ -179,12 +194,7 @@ def run(args: argparse.Namespace) -> int:
         if args.method == "optimize":
             stylizer = GatysStylizer(args)
         else:
-            stylizer = Stylizer(
-                model_path=args.model,
-                device=args.device,
-                precision=args.precision,
-                compile=args.compile,
-            )
+            stylizer = _feedforward_stylizer(args)
     except (ModelFileError, VGGWeightsError, ImageError, ValueError, RuntimeError) as e:
         return _fail(str(e))
     todo = []
@@ -204,6 +214,25 @@ def run(args: argparse.Namespace) -> int:
     summary.seconds = time.perf_counter() - start
     _print_summary(summary, folder=src.is_dir())
     return 1 if summary.failed else 0
+
+
+def _feedforward_stylizer(args: argparse.Namespace):
+    """``inference.Stylizer`` for PyTorch model files; ONNX and TorchScript files by content."""
+    from .export import OnnxStylizer, TorchScriptStylizer, is_torchscript_file
+    from .inference import Stylizer
+
+    onnx = Path(args.model).suffix.lower() == ".onnx"
+    if onnx or is_torchscript_file(args.model):
+        if args.precision not in ("auto", "fp32") or args.compile:
+            raise ValueError(
+                f"{args.model}: --precision and --compile apply to .pth/.ckpt models; "
+                "ONNX and TorchScript files run in fp32"
+            )
+        runner = OnnxStylizer if onnx else TorchScriptStylizer
+        return runner(model_path=args.model, device=args.device)
+    return Stylizer(
+        model_path=args.model, device=args.device, precision=args.precision, compile=args.compile
+    )
 
 
 def stylize_all(todo: list[tuple[Path, Path]], stylizer, args, summary: Summary) -> None:
@@ -235,6 +264,9 @@ def stylize_all(todo: list[tuple[Path, Path]], stylizer, args, summary: Summary)
             try:
                 image, alpha = fut.result()
                 result, seconds = stylizer.timed(image)
+                result = postprocess(
+                    image, result, strength=args.strength, preserve_color=args.preserve_color
+                )
             except (ImageError, ValueError) as e:
                 _record_failure(summary, path, e)
                 continue
