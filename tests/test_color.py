@@ -8,7 +8,15 @@ from PIL import Image
 from tests.conftest import write_photo
 from transformer_net import stylize_cli
 from transformer_net.checkpoint import save_model_file
-from transformer_net.color import postprocess, rgb_to_yiq, transfer_luminance, yiq_to_rgb
+from transformer_net.color import (
+    gray_image,
+    luminance,
+    match_luminance,
+    postprocess,
+    rgb_to_yiq,
+    transfer_luminance,
+    yiq_to_rgb,
+)
 from transformer_net.model import TransformerNet
 
 
@@ -116,3 +124,43 @@ def test_cli_optimize_goes_through_postprocess(tmp_path, monkeypatch):
             "--strength", "0.5"]  # fmt: skip
     assert stylize_cli.main(argv) == 0
     assert torch.equal(read(tmp_path / "o.png"), constant((202, 102, 52)))
+
+
+def test_match_luminance_takes_the_target_mean_and_std():
+    source = torch.tensor([[0.0, 10.0], [20.0, 30.0]])
+    target = torch.tensor([[100.0, 100.0, 104.0, 104.0]])
+    out = match_luminance(source, target)
+    torch.testing.assert_close(out.mean(), target.mean())
+    torch.testing.assert_close(out.std(), target.std())
+    assert out.shape == source.shape and out[0, 0] < out[0, 1] < out[1, 0] < out[1, 1]
+
+
+def test_optimize_with_preserve_color_is_luminance_only(tmp_path, monkeypatch):
+    # Gatys et al. 2017: the optimization sees only luminance (gray content, gray
+    # style matched to the photo's luminance statistics).
+    from transformer_net import optimize
+
+    seen = {}
+
+    def fake_optimize_image(*, content, loss, **kwargs):
+        seen["content"] = content
+        seen["gram"] = loss.target_gram("relu1_2").clone()
+        return content
+
+    monkeypatch.setattr(optimize, "optimize_image", fake_optimize_image)
+    style = write_photo(tmp_path / "style.png", size=(24, 24), seed=5)
+    photo = write_photo(tmp_path / "in.png", size=(20, 16), seed=1)
+    argv = ["--method", "optimize", "--style", str(style), "--input", str(photo),
+            "--vgg-weights", "random", "--preserve-color"]  # fmt: skip
+    args = stylize_cli.build_parser().parse_args([*argv, "--output", "o.png"])
+    stylizer = stylize_cli.GatysStylizer(args)
+    color_gram = stylizer.loss.target_gram("relu1_2").clone()
+    image = read(photo)
+    stylizer.timed(image)
+    content = seen["content"]
+    assert torch.equal(content[0], content[1]) and torch.equal(content[1], content[2])
+    assert (content[0].float() - luminance(image)).abs().max() <= 0.5
+    assert not torch.allclose(seen["gram"], color_gram)  # the style target was made gray
+    gray_style = gray_image(match_luminance(luminance(read(style)), luminance(image)))
+    stylizer.loss.set_style(gray_style)
+    torch.testing.assert_close(seen["gram"], stylizer.loss.target_gram("relu1_2"))

@@ -47,6 +47,28 @@ def yiq_to_rgb(image: torch.Tensor) -> torch.Tensor:
     return _apply(YIQ_TO_RGB, image)
 
 
+def luminance(image: torch.Tensor) -> torch.Tensor:
+    """(3, H, W) RGB 0-255 -> (H, W) float32 Y of YIQ."""
+    return rgb_to_yiq(image)[0]
+
+
+def match_luminance(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Shift and scale the luminance ``source`` to the mean and std of ``target``.
+
+    Gatys et al. 2017, sec. 5.1: the style's luminance histogram is matched to the
+    photo's before luminance-only transfer, so that the style keeps its contrast
+    pattern but not its overall brightness. (H, W) -> (H', W') float32.
+    """
+    source, target = source.float(), target.float()
+    scale = target.std() / source.std().clamp_min(1e-6)
+    return (source - source.mean()) * scale + target.mean()
+
+
+def gray_image(y: torch.Tensor) -> torch.Tensor:
+    """(H, W) luminance -> (3, H, W) uint8 gray RGB image (R = G = B = Y)."""
+    return y.clamp(0, 255).round().to(torch.uint8).expand(3, *y.shape).contiguous()
+
+
 def transfer_luminance(content: torch.Tensor, stylized: torch.Tensor) -> torch.Tensor:
     """Luminance of ``stylized``, chrominance of ``content`` -> (3, H, W) float32 RGB.
 

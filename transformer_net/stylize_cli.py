@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from .checkpoint import ModelFileError
-from .color import postprocess
+from .color import gray_image, luminance, match_luminance, postprocess
 from .image import ImageError, is_image_file, load_image_alpha, save_image
 from .vgg import VGGWeightsError
 
@@ -112,6 +112,7 @@ class GatysStylizer:
         self.dtype = torch.float32
         self.args = args
         style = load_image_alpha(args.style, max_side=args.style_size)[0]
+        self.style = style  # (3, H, W) uint8
         self.loss = PerceptualLoss(
             style_image=style.float(),
             vgg_weights=args.vgg_weights,
@@ -130,6 +131,13 @@ class GatysStylizer:
                 print(f"  iteration {i}/{self.args.iterations}: {parts}", file=sys.stderr)
 
         start = time.perf_counter()
+        if self.args.preserve_color:
+            # Luminance-only transfer (Gatys et al. 2017): optimize the gray image of
+            # the photo's Y against the style's Y matched to the photo's mean and
+            # std; color.postprocess then puts the photo's chrominance back.
+            content_y = luminance(image)
+            self.loss.set_style(gray_image(match_luminance(luminance(self.style), content_y)))
+            image = gray_image(content_y)
         result = optimize_image(
             content=image, loss=self.loss, iterations=self.args.iterations,
             optimizer=self.args.optimizer, init=self.args.init, progress=progress,
