@@ -10,7 +10,9 @@ ONNX and TorchScript outputs are checked against PyTorch on a random image.
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -27,6 +29,7 @@ examples:
   python scripts/export_model.py outputs/wave/wave.pth wave.onnx          # ONNX, opset 17
   python scripts/export_model.py outputs/wave/wave.pth wave.pt            # TorchScript
   python scripts/export_model.py wave.pth wave.model --format onnx
+  python scripts/export_model.py wave.pth wave.onnx --benchmark 512     # + CPU latency
 """
 
 
@@ -47,6 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    parser.add_argument(
+        "--benchmark", type=int, metavar="SIZE", default=None,
+        help="also time PyTorch fp32 against the exported file on a SIZE x SIZE image (CPU)",
+    )  # fmt: skip
+    parser.add_argument("--runs", type=int, default=5, help="timed runs for --benchmark (5)")
     args = parser.parse_args(argv)
     fmt = args.format or _SUFFIX_FORMATS.get(Path(args.output).suffix.lower())
     if fmt is None:
@@ -75,33 +83,41 @@ def main(argv: list[str] | None = None) -> int:
             path = export_torchscript(model, args.output, meta=meta)
     size_mb = path.stat().st_size / 1e6
     print(f"wrote {path} ({fmt}, {size_mb:.1f} MB, {model.config})")
-    if fmt != "pth":
-        return verify(model, path, fmt)
-    return 0
+    if fmt == "pth":
+        return 0
+    runner = exported_runner(path, fmt)
+    if runner is None:
+        return 0
+    model = model.float().eval()
+    rc = verify(model, *runner)
+    if args.benchmark:
+        benchmark(model, *runner, size=args.benchmark, runs=args.runs)
+    return rc
 
 
-def verify(model, path: Path, fmt: str, size: tuple[int, int] = (131, 97)) -> int:
+def exported_runner(path: Path, fmt: str):
+    """(runtime name, function (B, 3, H, W) float -> float) for the written file, or None."""
+    from transformer_net.export import ONNX_INSTALL_HINT, TorchScriptStylizer
+
+    if fmt == "torchscript":
+        module = TorchScriptStylizer(model_path=path, device="cpu").model
+        return "torch.jit.load", module
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        print(f"not verified: onnxruntime is not installed ({ONNX_INSTALL_HINT})")
+        return None
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return "onnxruntime", lambda x: torch.from_numpy(session.run(None, {name: x.numpy()})[0])
+
+
+def verify(model, runtime: str, run, size: tuple[int, int] = (131, 97)) -> int:
     """Compare the exported file with PyTorch on a random image of odd size (0-255 units)."""
-    from transformer_net.export import ONNX_INSTALL_HINT
-
     x = torch.rand(1, 3, *size, generator=torch.Generator().manual_seed(0)) * 255
     with torch.inference_mode():
-        expected = model.float()(x)
-    if fmt == "onnx":
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            print(f"not verified: onnxruntime is not installed ({ONNX_INSTALL_HINT})")
-            return 0
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        got = torch.from_numpy(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0])
-        runtime = "onnxruntime"
-    else:
-        from transformer_net.export import TorchScriptStylizer
-
-        with torch.inference_mode():
-            got = TorchScriptStylizer(model_path=path, device="cpu").model(x)
-        runtime = "torch.jit.load"
+        expected = model(x)
+        got = run(x)
     diff = (got - expected).abs().max().item()
     ok = got.shape == expected.shape and diff < 1e-2
     print(
@@ -109,6 +125,26 @@ def verify(model, path: Path, fmt: str, size: tuple[int, int] = (131, 97)) -> in
         f"max abs difference {diff:.2e} (0-255 units){'' if ok else ': TOO LARGE'}"
     )
     return 0 if ok else 1
+
+
+def benchmark(model, runtime: str, run, *, size: int, runs: int) -> None:
+    """Median CPU latency of PyTorch fp32 (eager) and the exported file, runs interleaved."""
+    x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0)) * 255
+    contenders = {"PyTorch fp32 eager": model, runtime: run}
+    times: dict[str, list[float]] = {name: [] for name in contenders}
+    with torch.inference_mode():
+        for fn in contenders.values():  # warm-up: allocations, oneDNN/ORT kernel choice
+            fn(x)
+        for _ in range(runs):
+            for name, fn in contenders.items():
+                start = time.perf_counter()
+                fn(x)
+                times[name].append(time.perf_counter() - start)
+    base = statistics.median(times["PyTorch fp32 eager"])
+    print(f"{size}x{size}, median of {runs} runs, {torch.get_num_threads()} torch threads:")
+    for name, t in times.items():
+        med = statistics.median(t)
+        print(f"  {name:<20} {med * 1000:8.0f} ms  ({base / med:.2f}x)")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 
@@ -172,8 +173,12 @@ def test_export_script_formats_from_suffix(net, tmp_path, export_script, capsys)
     assert export_script([str(src), str(tmp_path / "m.onnx")]) == 0
     out = capsys.readouterr().out
     assert "(onnx," in out and "verified with onnxruntime" in out and "max abs difference" in out
-    assert export_script([str(src), str(tmp_path / "m.ts")]) == 0
+    argv = [str(src), str(tmp_path / "m.ts"), "--benchmark", "16", "--runs", "1"]
+    assert export_script(argv) == 0
     assert is_torchscript_file(tmp_path / "m.ts")
+    out = capsys.readouterr().out
+    assert "verified with torch.jit.load" in out and "16x16, median of 1 runs" in out
+    assert re.search(r"PyTorch fp32 eager +\d+ ms", out) and "torch.jit.load " in out
     assert export_script([str(src), str(tmp_path / "m.bin"), "--format", "onnx"]) == 0
     assert export_script([str(src), str(tmp_path / "m.bin2")]) == 2
     assert "unknown suffix" in capsys.readouterr().err
