@@ -133,15 +133,19 @@ def benchmark(model, runtime: str, run, *, size: int, runs: int) -> None:
     contenders = {"PyTorch fp32 eager": model, runtime: run}
     times: dict[str, list[float]] = {name: [] for name in contenders}
     with torch.inference_mode():
-        for fn in contenders.values():  # warm-up: allocations, oneDNN/ORT kernel choice
-            fn(x)
+        # warm-up (allocations, oneDNN/ORT kernel choice) and the outputs to compare
+        expected, got = (fn(x) for fn in contenders.values())
         for _ in range(runs):
             for name, fn in contenders.items():
                 start = time.perf_counter()
                 fn(x)
                 times[name].append(time.perf_counter() - start)
     base = statistics.median(times["PyTorch fp32 eager"])
-    print(f"{size}x{size}, median of {runs} runs, {torch.get_num_threads()} torch threads:")
+    diff = (got - expected).abs().max().item()
+    print(
+        f"{size}x{size}, median of {runs} runs, {torch.get_num_threads()} torch threads "
+        f"(max abs difference {diff:.2e}):"
+    )
     for name, t in times.items():
         med = statistics.median(t)
         print(f"  {name:<20} {med * 1000:8.0f} ms  ({base / med:.2f}x)")

@@ -177,7 +177,7 @@ def test_export_script_formats_from_suffix(net, tmp_path, export_script, capsys)
     assert export_script(argv) == 0
     assert is_torchscript_file(tmp_path / "m.ts")
     out = capsys.readouterr().out
-    assert "verified with torch.jit.load" in out and "16x16, median of 1 runs" in out
+    assert "verified with torch.jit.load" in out and "16x16, median of 1 runs, " in out
     assert re.search(r"PyTorch fp32 eager +\d+ ms", out) and "torch.jit.load " in out
     assert export_script([str(src), str(tmp_path / "m.bin"), "--format", "onnx"]) == 0
     assert export_script([str(src), str(tmp_path / "m.bin2")]) == 2
