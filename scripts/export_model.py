@@ -55,6 +55,10 @@ def main(argv: list[str] | None = None) -> int:
         help="also time PyTorch fp32 against the exported file on a SIZE x SIZE image (CPU)",
     )  # fmt: skip
     parser.add_argument("--runs", type=int, default=5, help="timed runs for --benchmark (5)")
+    parser.add_argument(
+        "--threads", type=int, default=None,
+        help="CPU threads for both PyTorch and onnxruntime (default: their own defaults)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     fmt = args.format or _SUFFIX_FORMATS.get(Path(args.output).suffix.lower())
     if fmt is None:
@@ -85,7 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {path} ({fmt}, {size_mb:.1f} MB, {model.config})")
     if fmt == "pth":
         return 0
-    runner = exported_runner(path, fmt)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    runner = exported_runner(path, fmt, threads=args.threads)
     if runner is None:
         return 0
     model = model.float().eval()
@@ -95,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     return rc
 
 
-def exported_runner(path: Path, fmt: str):
+def exported_runner(path: Path, fmt: str, *, threads: int | None = None):
     """(runtime name, function (B, 3, H, W) float -> float) for the written file, or None."""
     from transformer_net.export import ONNX_INSTALL_HINT, TorchScriptStylizer
 
@@ -107,7 +113,10 @@ def exported_runner(path: Path, fmt: str):
     except ImportError:
         print(f"not verified: onnxruntime is not installed ({ONNX_INSTALL_HINT})")
         return None
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     return "onnxruntime", lambda x: torch.from_numpy(session.run(None, {name: x.numpy()})[0])
 
@@ -143,7 +152,7 @@ def benchmark(model, runtime: str, run, *, size: int, runs: int) -> None:
     base = statistics.median(times["PyTorch fp32 eager"])
     diff = (got - expected).abs().max().item()
     print(
-        f"{size}x{size}, median of {runs} runs, {torch.get_num_threads()} torch threads "
+        f"{size}x{size}, median of {runs} runs, {torch.get_num_threads()} threads "
         f"(max abs difference {diff:.2e}):"
     )
     for name, t in times.items():
