@@ -195,3 +195,27 @@ def test_export_script_cli(net, tmp_path):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "max abs difference" in proc.stdout and (tmp_path / "m.onnx").stat().st_size > 0
+
+
+def test_exported_files_run_without_this_package(onnx_file, ts_file):
+    # A fresh interpreter in which `import transformer_net` fails.
+    code = (
+        "import sys; sys.modules['transformer_net'] = None\n"
+        "import torch, onnxruntime as ort\n"
+        "x = torch.rand(1, 3, 37, 53) * 255\n"
+        f"print(tuple(torch.jit.load({str(ts_file)!r})(x).shape))\n"
+        f"s = ort.InferenceSession({str(onnx_file)!r})\n"
+        "print(s.run(None, {'image': x.numpy()})[0].shape)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["(1,", "3,", "37,", "53)", "(1,", "3,", "37,", "53)"]
+
+
+def test_fixed_size_onnx(net, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    path = export_onnx(net, tmp_path / "fixed.onnx", dynamic=False, size=(16, 20))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].shape == [1, 3, 16, 20]
+    x, expected = reference(net, 16, 20)
+    assert np.abs(session.run(None, {"image": x.numpy()})[0] - expected.numpy()).max() < 1e-3
