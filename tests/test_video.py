@@ -301,3 +301,28 @@ def test_help_shows_the_video_example(capsys):
     out = capsys.readouterr().out
     assert "--input clip.mp4 --output out.mp4 --size 720 \\\n      --temporal-smoothing 0.7" in out
     assert "--crf CRF" in out and "--batch-size BATCH_SIZE" in out
+
+
+def test_strength_and_preserve_color_apply_to_video_frames(tmp_path, tiny_model, clip):
+    """--strength 0 gives the input frames back; --preserve-color keeps their chroma."""
+    from transformer_net.color import postprocess
+
+    frames, _ = read_frames(clip)  # (T, 3, H, W) uint8
+    out = tmp_path / "s0.mp4"
+    assert main("--model", tiny_model, "--input", clip, "--output", out, "--crf", "10",
+                "--strength", "0", "--quiet") == 0  # fmt: skip
+    got = probe(out)["pixels"].astype(float)  # (T, H, W, 3)
+    assert np.abs(got - frames.permute(0, 2, 3, 1).numpy()).mean() < 4  # codec losses only
+
+    out = tmp_path / "pc.mp4"
+    assert main("--model", tiny_model, "--input", clip, "--output", out, "--crf", "10",
+                "--preserve-color", "--strength", "0.5", "--quiet") == 0  # fmt: skip
+    stylized = Stylizer(model_path=tiny_model, device="cpu", precision="fp32").batch(frames)
+    expected = torch.stack(
+        [
+            postprocess(a, b, strength=0.5, preserve_color=True)
+            for a, b in zip(frames, stylized, strict=True)
+        ]
+    )
+    got = probe(out)["pixels"].astype(float)
+    assert np.abs(got - expected.permute(0, 2, 3, 1).numpy()).mean() < 4

@@ -263,6 +263,8 @@ def _pad_to_multiple(x: torch.Tensor) -> torch.Tensor:
     Reflection keeps image statistics at the border; sides too small to reflect
     (e.g. a 1x1 image) fall back to edge replication.
     """
+    if torch.jit.is_tracing():  # ONNX / TorchScript export: sizes are graph values
+        return _pad_to_multiple_traced(x)
     h, w = x.shape[-2:]
     pad_h = max(-h % SIZE_MULTIPLE, MIN_SIDE - h)
     pad_w = max(-w % SIZE_MULTIPLE, MIN_SIDE - w)
@@ -270,3 +272,27 @@ def _pad_to_multiple(x: torch.Tensor) -> torch.Tensor:
         return x
     mode = "reflect" if pad_h < h and pad_w < w else "replicate"
     return F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+
+
+def _pad_to_multiple_traced(x: torch.Tensor) -> torch.Tensor:
+    """:func:`_pad_to_multiple` as tensor arithmetic, for graphs with dynamic H and W.
+
+    The eager version decides with Python ``max`` and ``if`` on the sizes, which a
+    trace would freeze at the example's size. Here the padded sizes and the mode
+    are tensors and the padding is a gather with computed row/column indices
+    (reflection: i -> 2(n-1) - i past the edge; replication: i -> n-1), so one
+    exported graph gives the same pixels as eager for every size, 1x1 included.
+    """
+    h, w = x.shape[-2], x.shape[-1]  # 0-dim tensors while tracing, ints in eager
+    if not isinstance(h, torch.Tensor):
+        h, w = torch.tensor(h), torch.tensor(w)
+    hp = torch.clamp((h + SIZE_MULTIPLE - 1) // SIZE_MULTIPLE * SIZE_MULTIPLE, min=MIN_SIDE)
+    wp = torch.clamp((w + SIZE_MULTIPLE - 1) // SIZE_MULTIPLE * SIZE_MULTIPLE, min=MIN_SIDE)
+    reflect = (hp - h < h) & (wp - w < w)  # 0-dim bool: both sides can reflect
+
+    def source(n: torch.Tensor, padded: torch.Tensor) -> torch.Tensor:
+        i = torch.arange(padded, device=x.device)  # (padded,)
+        reflected = torch.where(i < n, i, 2 * (n - 1) - i)
+        return torch.where(reflect, reflected, torch.clamp(i, max=n - 1))
+
+    return x.index_select(-2, source(h, hp)).index_select(-1, source(w, wp))

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from .checkpoint import ModelFileError
+from .color import gray_image, luminance, match_luminance, postprocess
 from .image import ImageError, is_image_file, load_image_alpha, save_image
 from .vgg import VGGWeightsError
 from .video import VideoError, is_video_file, require_av, stylize_video
@@ -30,9 +31,13 @@ examples:
   python stylize.py --model wave.pth --input panorama.tif --output out.tif --tile-size 1024
   python stylize.py --model multi.pth --input photo.jpg --output out.jpg --style-index 2
   python stylize.py --model multi.pth --input photo.jpg --output mix.jpg --style-mix 0.5,0.5,0
+  python stylize.py --model wave.onnx --input photo.jpg --output out.jpg   # onnxruntime
+  python stylize.py --model wave.pth --input photo.jpg --output out.jpg --preserve-color
+  python stylize.py --model wave.pth --input photo.jpg --output out.jpg --strength 0.5
 
-Models: the .pth written by train.py, a Lightning .ckpt from training, or a
-state dict of the PyTorch examples' fast_neural_style (e.g. its mosaic.pth).
+Models: the .pth written by train.py, a Lightning .ckpt from training, a
+state dict of the PyTorch examples' fast_neural_style (e.g. its mosaic.pth), or
+an .onnx / TorchScript .pt file from scripts/export_model.py.
 Existing outputs are skipped unless --overwrite is given.
 """
 # Formats written as-is in folder mode; anything else (e.g. .gif) becomes .png.
@@ -48,7 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--model", help="model file (.pth) or training checkpoint (.ckpt)")
+    p.add_argument(
+        "--model", help="model file (.pth), training checkpoint (.ckpt), .onnx or TorchScript .pt"
+    )
     p.add_argument("--input", required=True, help="an image, or a folder (searched recursively)")
     p.add_argument(
         "--output", required=True, help="output image, or output folder for a folder input"
@@ -74,6 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
     styles.add_argument(
         "--style-mix", type=_mix_weights, default=None, metavar="W,W,...",
         help="multi-style models: one weight per style, normalized to sum 1 (interpolation)",
+    )  # fmt: skip
+    p.add_argument(
+        "--preserve-color", action="store_true",
+        help="keep the photo's colors: stylized luminance + photo chrominance (YIQ)",
+    )  # fmt: skip
+    p.add_argument(
+        "--strength", type=float, default=1.0,
+        help="0-1: blend S * stylized + (1 - S) * photo in pixels (default 1)",
     )  # fmt: skip
     p.add_argument("--io-threads", type=int, default=4, help="threads decoding/encoding images (4)")
     p.add_argument(
@@ -154,6 +169,7 @@ class GatysStylizer:
         self.dtype = torch.float32
         self.args = args
         style = load_image_alpha(args.style, max_side=args.style_size)[0]
+        self.style = style  # (3, H, W) uint8
         self.loss = PerceptualLoss(
             style_image=style.float(),
             vgg_weights=args.vgg_weights,
@@ -172,6 +188,13 @@ class GatysStylizer:
                 print(f"  iteration {i}/{self.args.iterations}: {parts}", file=sys.stderr)
 
         start = time.perf_counter()
+        if self.args.preserve_color:
+            # Luminance-only transfer (Gatys et al. 2017): optimize the gray image of
+            # the photo's Y against the style's Y matched to the photo's mean and
+            # std; color.postprocess then puts the photo's chrominance back.
+            content_y = luminance(image)
+            self.loss.set_style(gray_image(match_luminance(luminance(self.style), content_y)))
+            image = gray_image(content_y)
         result = optimize_image(
             content=image, loss=self.loss, iterations=self.args.iterations,
             optimizer=self.args.optimizer, init=self.args.init, progress=progress,
@@ -211,14 +234,14 @@ def plan_jobs(src: Path, dst: Path, summary: Summary) -> list[tuple[Path, Path]]
 
 
 def run(args: argparse.Namespace) -> int:
-    from .inference import Stylizer
-
     if args.method == "feedforward" and not args.model:
         return _fail("--model is required (or --method optimize with --style)")
     if args.method == "optimize" and not args.style:
         return _fail("--method optimize needs --style painting.jpg")
     if args.method == "optimize" and (args.style_index is not None or args.style_mix):
         return _fail("--style-index and --style-mix choose a style of a multi-style model")
+    if not 0.0 <= args.strength <= 1.0:
+        return _fail(f"--strength must be between 0 and 1, got {args.strength}")
     src, dst = Path(args.input), Path(args.output)
     if not src.exists():
         return _fail(f"{src}: input not found")
@@ -251,16 +274,7 @@ def run(args: argparse.Namespace) -> int:
         if args.method == "optimize":
             stylizer = GatysStylizer(args)
         else:
-            stylizer = Stylizer(
-                model_path=args.model,
-                device=args.device,
-                precision=args.precision,
-                compile=args.compile,
-                style=args.style_index if args.style_mix is None else args.style_mix,
-                tile_size=args.tile_size,
-            )
-            if not args.quiet:
-                stylizer.progress = _tile_progress
+            stylizer = _feedforward_stylizer(args)
     except (ModelFileError, VGGWeightsError, ImageError, ValueError, RuntimeError) as e:
         return _fail(str(e))
     todo = []
@@ -286,6 +300,38 @@ def run(args: argparse.Namespace) -> int:
     summary.seconds = time.perf_counter() - start
     _print_summary(summary, folder=src.is_dir())
     return 1 if summary.failed else 0
+
+
+def _feedforward_stylizer(args: argparse.Namespace):
+    """``inference.Stylizer`` for PyTorch model files; ONNX and TorchScript files by content."""
+    from .export import OnnxStylizer, TorchScriptStylizer, is_torchscript_file
+    from .inference import Stylizer
+
+    onnx = Path(args.model).suffix.lower() == ".onnx"
+    if onnx or is_torchscript_file(args.model):
+        if args.precision not in ("auto", "fp32") or args.compile:
+            raise ValueError(
+                f"{args.model}: --precision and --compile apply to .pth/.ckpt models; "
+                "ONNX and TorchScript files run in fp32"
+            )
+        if args.style_index or args.style_mix or args.tile_size:
+            raise ValueError(
+                f"{args.model}: --style-index, --style-mix and --tile-size apply to "
+                ".pth/.ckpt models"
+            )
+        runner = OnnxStylizer if onnx else TorchScriptStylizer
+        return runner(model_path=args.model, device=args.device)
+    stylizer = Stylizer(
+        model_path=args.model,
+        device=args.device,
+        precision=args.precision,
+        compile=args.compile,
+        style=args.style_index if args.style_mix is None else args.style_mix,
+        tile_size=args.tile_size,
+    )
+    if not args.quiet:
+        stylizer.progress = _tile_progress
+    return stylizer
 
 
 def stylize_all(todo: list[tuple[Path, Path]], stylizer, args, summary: Summary) -> None:
@@ -317,6 +363,9 @@ def stylize_all(todo: list[tuple[Path, Path]], stylizer, args, summary: Summary)
             try:
                 image, alpha = fut.result()
                 result, seconds = stylizer.timed(image)
+                result = postprocess(
+                    image, result, strength=args.strength, preserve_color=args.preserve_color
+                )
             except (ImageError, ValueError) as e:
                 _record_failure(summary, path, e)
                 continue
@@ -343,6 +392,9 @@ def stylize_videos(videos: list[tuple[Path, Path]], stylizer, args, summary: Sum
             report = stylize_video(
                 path, out, stylizer, max_side=args.size, scale=args.scale, batch_size=batch,
                 crf=args.crf, temporal_smoothing=args.temporal_smoothing, progress=progress,
+                postprocess=lambda content, stylized: postprocess(
+                    content, stylized, strength=args.strength, preserve_color=args.preserve_color
+                ),
             )  # fmt: skip
         except (VideoError, ValueError) as e:
             _record_failure(summary, path, e)

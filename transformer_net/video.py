@@ -303,19 +303,29 @@ def stylize_video(
     crf: int = 18,
     temporal_smoothing: float = 0.0,
     progress: Callable[[int, int | None], None] | None = None,
+    postprocess: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> VideoReport:
     """Stylize every frame of ``src`` with ``stylizer`` (an ``inference.Stylizer``) into ``dst``.
 
     Keeps the frame rate and the size (after ``max_side``/``scale``, rounded
     down to even numbers for yuv420p) and the audio. ``progress(done, total)``
     is called after each batch (total is None when the container does not
-    say). Raises :class:`VideoError` naming the file; ``dst`` then does not exist.
+    say). ``postprocess(frame, stylized)`` (uint8 (3, H, W) each) finishes every
+    frame, e.g. ``color.postprocess`` for --strength and --preserve-color.
+    Raises :class:`VideoError` naming the file; ``dst`` then does not exist.
     """
     src, dst = Path(src), Path(dst)
     av = require_av(src)
     if batch_size < 1:
         raise ValueError(f"batch size must be >= 1, got {batch_size}")
     smoother = TemporalSmoother(strength=temporal_smoothing) if temporal_smoothing else None
+
+    def finish(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) frames and their stylization -> the frames to encode."""
+        if postprocess is not None:  # strength, color preservation: per frame
+            y = torch.stack([postprocess(a, b) for a, b in zip(x, y, strict=True)])
+        return smoother(x, y) if smoother is not None else y
+
     start = time.perf_counter()
     inp = _open_input(av, src)
     try:
@@ -340,7 +350,7 @@ def stylize_video(
                 vout, codec = _add_video_stream(out, av, dst=dst, size=size, rate=rate, crf=crf)
                 audio = _AudioSink(out, av, ain, dst=dst) if ain is not None else None
                 frames = _run(
-                    av, inp, vin, ain, out, vout, audio, stylizer, smoother, src=src, dst=dst,
+                    av, inp, vin, ain, out, vout, audio, stylizer, finish, src=src, dst=dst,
                     size=size, batch_size=batch_size, total=total, progress=progress,
                 )  # fmt: skip
                 out.close()  # writes the trailer (the MP4 index): errors count
@@ -366,7 +376,7 @@ def stylize_video(
     )
 
 
-def _run(av, inp, vin, ain, out, vout, audio, stylizer, smoother, *, src, dst, size, batch_size,
+def _run(av, inp, vin, ain, out, vout, audio, stylizer, finish, *, src, dst, size, batch_size,
          total, progress) -> int:  # fmt: skip
     """Decode (thread) -> model (this thread) -> encode (thread); returns the frame count."""
     pipe = _Pipeline(depth=max(4, 2 * batch_size))
@@ -429,9 +439,11 @@ def _run(av, inp, vin, ain, out, vout, audio, stylizer, smoother, *, src, dst, s
         def run_batch() -> None:
             nonlocal done
             x = torch.from_numpy(np.stack(batch)).permute(0, 3, 1, 2)  # (B, 3, H, W) uint8
-            y = stylizer.batch(x)
-            if smoother is not None:
-                y = smoother(x, y)
+            if hasattr(stylizer, "batch"):
+                y = stylizer.batch(x)
+            else:  # ONNX / TorchScript runners take one frame at a time
+                y = torch.stack([stylizer(frame) for frame in x])
+            y = finish(x, y)
             pipe.put(pipe.encode, ("video", y.permute(0, 2, 3, 1).contiguous().numpy()))
             done += len(batch)
             batch.clear()
