@@ -64,15 +64,20 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
         torch.save(obj, f)
 
 
-def read_model_file(path: str | os.PathLike) -> tuple[dict, dict, dict]:
-    """Read any supported layout -> (model_args, state_dict, meta), without building."""
-    path = Path(path)
+def check_model_path(path: Path) -> None:
+    """ModelFileError naming ``path`` if it is missing, a folder or empty."""
     if not path.exists():
         raise ModelFileError(f"{path}: model file not found")
     if path.is_dir():
         raise ModelFileError(f"{path}: is a directory, not a model file")
     if path.stat().st_size == 0:
         raise ModelFileError(f"{path}: empty file, not a model")
+
+
+def read_model_file(path: str | os.PathLike) -> tuple[dict, dict, dict]:
+    """Read any supported layout -> (model_args, state_dict, meta), without building."""
+    path = Path(path)
+    check_model_path(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:

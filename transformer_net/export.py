@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from .atomic import atomic_write
-from .checkpoint import ModelFileError, _short
+from .checkpoint import ModelFileError, _short, check_model_path
 from .inference import pick_device
 from .model import TransformerNet
 
@@ -146,15 +146,6 @@ def is_torchscript_file(path: str | os.PathLike) -> bool:
         return False
 
 
-def _check_file(path: Path) -> None:
-    if not path.exists():
-        raise ModelFileError(f"{path}: model file not found")
-    if path.is_dir():
-        raise ModelFileError(f"{path}: is a directory, not a model file")
-    if path.stat().st_size == 0:
-        raise ModelFileError(f"{path}: empty file, not a model")
-
-
 def _to_uint8(y: torch.Tensor) -> torch.Tensor:
     """(1, 3, H, W) float -> (3, H, W) uint8, as ``inference.Stylizer`` rounds."""
     return y.float().clamp_(0, 255).round_().to(torch.uint8)[0].cpu()
@@ -175,7 +166,7 @@ class OnnxStylizer:
             raise RuntimeError(
                 f"{path}: running .onnx models needs onnxruntime: {ONNX_INSTALL_HINT}"
             ) from None
-        _check_file(path)
+        check_model_path(path)
         gpu = "CUDAExecutionProvider" in ort.get_available_providers()
         if device.startswith("cuda") and not gpu:
             raise ValueError(
@@ -226,7 +217,7 @@ class TorchScriptStylizer:
 
     def __init__(self, *, model_path: str | os.PathLike, device: str = "auto"):
         path = Path(model_path)
-        _check_file(path)
+        check_model_path(path)
         self.device = pick_device(device)
         self.dtype = torch.float32
         try:
