@@ -161,7 +161,12 @@ def test_export_script_turns_a_lightning_checkpoint_into_a_model_file(tmp_path):
         "pytorch-lightning_version": "2.6.0",
         "global_step": 12,
         "state_dict": {f"transformer.{k}": v for k, v in net.state_dict().items()},
-        "hyper_parameters": {"model": net.config, "style_name": "wave"},
+        "hyper_parameters": {
+            "model": net.config,
+            "style_name": "wave",
+            "style_image": "styles/wave.jpg",
+            "loss": {"preprocessing": "caffe", "style_weight": 1.0},
+        },
     }
     torch.save(ckpt, tmp_path / "last.ckpt")
     cmd = [sys.executable, "scripts/export_model.py", tmp_path / "last.ckpt", tmp_path / "wave.pth"]
@@ -169,6 +174,8 @@ def test_export_script_turns_a_lightning_checkpoint_into_a_model_file(tmp_path):
     assert proc.returncode == 0, proc.stderr
     model, meta = load_model(tmp_path / "wave.pth")
     assert meta["style"] == "wave" and meta["global_step"] == 12
+    # What evaluate.py needs to rebuild the training loss.
+    assert meta["style_image"] == "styles/wave.jpg" and meta["loss"]["style_weight"] == 1.0
     x = torch.rand(1, 3, 16, 16) * 255
     torch.testing.assert_close(model(x), net.eval()(x))
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)

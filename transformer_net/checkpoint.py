@@ -118,6 +118,12 @@ def read_model_file(path: str | os.PathLike) -> tuple[dict, dict, dict]:
             meta["styles"] = list(hparams["style_name"])
         elif hparams.get("style_name"):
             meta["style"] = hparams["style_name"]
+        # What train.py writes into model files, so that a model exported from
+        # any checkpoint can be evaluated with the loss it was trained with.
+        if isinstance(hparams.get("style_image"), str):
+            meta["style_image"] = hparams["style_image"]
+        if isinstance(hparams.get("loss"), dict):
+            meta["loss"] = dict(hparams["loss"])
         return dict(args), sd, meta
 
     tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
