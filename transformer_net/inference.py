@@ -13,10 +13,11 @@ from collections.abc import Callable, Sequence
 import torch
 
 from .checkpoint import load_model
-from .model import MIN_SIDE, SIZE_MULTIPLE
+from .model import SIZE_MULTIPLE
 from .tiling import (
     MAX_TILE,
     MIN_TILE,
+    check_tile_size,
     is_out_of_memory,
     memory_budget,
     plan_tile_size,
@@ -94,11 +95,8 @@ class Stylizer:
         style: int | Sequence[float] | None = None,
         tile_size: int = 0,
     ):
-        if tile_size and (tile_size < MIN_SIDE or tile_size % SIZE_MULTIPLE):
-            raise ValueError(
-                f"tile size must be a multiple of {SIZE_MULTIPLE} and >= {MIN_SIDE}, "
-                f"got {tile_size}"
-            )
+        if tile_size:
+            check_tile_size(tile_size)
         self.tile_size = int(tile_size)
         self.progress: Callable[[int, int], None] | None = None
         self.device = pick_device(device)
@@ -124,7 +122,7 @@ class Stylizer:
             return self._tiled(image, tile)
         try:
             return self._whole(image)
-        except (torch.OutOfMemoryError, RuntimeError) as e:
+        except RuntimeError as e:  # torch.OutOfMemoryError is one too
             if not is_out_of_memory(e):
                 raise
         # The estimate was optimistic (or memory is taken by others): tiles that

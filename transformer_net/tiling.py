@@ -91,6 +91,14 @@ def plan_tile_size(height: int, width: int, *, dtype: torch.dtype, budget: int, 
     return max(MIN_TILE, min(MAX_TILE, side))
 
 
+def check_tile_size(tile: int) -> None:
+    """ValueError unless ``tile`` keeps tiles on the network's stride-4 grid."""
+    if tile < MIN_SIDE or tile % SIZE_MULTIPLE:
+        raise ValueError(
+            f"tile size must be a multiple of {SIZE_MULTIPLE} and >= {MIN_SIDE}, got {tile}"
+        )
+
+
 def _reflect_index(n: int, pad: int) -> torch.Tensor:
     """Indices 0..n-1 then ``pad`` reflected ones (n-2, n-3, ...), as F.pad(mode='reflect')."""
     tail = (n - 2 - torch.arange(pad)).clamp_(min=0)
@@ -178,8 +186,7 @@ def stylize_tiled(
     it must route through ``model``'s modules (e.g. a lambda adding a style
     argument). ``progress(done, total)`` is called after every tile of every pass.
     """
-    if tile < MIN_SIDE or tile % SIZE_MULTIPLE:
-        raise ValueError(f"tile size must be a multiple of {SIZE_MULTIPLE} and >= 8, got {tile}")
+    check_tile_size(tile)
     forward = forward or model
     device = torch.device(device)
     h, w = image.shape[-2:]
