@@ -34,6 +34,7 @@ from transformer_net.checkpoint import ModelFileError, save_model_file
 from transformer_net.data import DataError
 from transformer_net.download import DownloadError, fetch_file
 from transformer_net.image import ImageError
+from transformer_net.inference import bf16_emulation_warning
 from transformer_net.module import NonFiniteLossError, auto_precision, write_preview
 from transformer_net.vgg import VGGWeightsError
 
@@ -71,6 +72,10 @@ def train(cfg: DictConfig) -> dict[str, Path]:
 
     if cfg.trainer.precision == "auto":
         cfg.trainer.precision = auto_precision()
+    on_cpu = cfg.trainer.accelerator == "cpu" or not torch.cuda.is_available()
+    warning = bf16_emulation_warning(torch.device("cpu")) if on_cpu else None
+    if warning and "bf16" in str(cfg.trainer.precision):
+        log.warning("trainer.precision=%s: %s", cfg.trainer.precision, warning)
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = hydra.utils.instantiate(cfg.data)
     datamodule.prepare_data()

@@ -151,8 +151,11 @@ def quality_check(configs, args, device, style_path) -> dict:
     for cfg in configs:
         step = make_trainer_step(cfg, args, device, style_path)
         first = float(step(batches[0].to(device)))
-        for batch in batches[1:]:
+        for k, batch in enumerate(batches[1:], 2):
             step(batch.to(device))
+            if k % 25 == 0 or k == len(batches):  # minutes per configuration on a CPU
+                print(f"\rquality {cfg.name}: step {k}/{len(batches)}", end="", file=sys.stderr)
+        print(file=sys.stderr)
         module = step.module.float().eval()
         with torch.no_grad():
             out = module.transformer(held_out.contiguous())
@@ -356,15 +359,19 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     args = p.parse_args(argv)
 
-    from transformer_net.inference import pick_device
+    from transformer_net.inference import native_bf16, pick_device
 
     device = pick_device(args.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     torch.set_float32_matmul_precision("high")
     gpu = device.type == "cuda"
-    default_train = "bf16-cl-compile" if gpu else "fp32-cl,bf16-cl"
-    default_infer = "bf16-cl,bf16-cl-compile" if gpu else "fp32-cl,bf16-cl"
+    if gpu:
+        default_train, default_infer = "bf16-cl-compile", "bf16-cl,bf16-cl-compile"
+    elif native_bf16(device):
+        default_train, default_infer = "fp32-cl,bf16-cl", "fp32-cl,bf16-cl"
+    else:  # bf16 emulated: about 100x slower than fp32, not worth a default run
+        default_train, default_infer = "fp32-cl", "fp32-cl,fp32-compile"
     try:
         train_cfgs = [Config.parse(n) for n in (args.train_configs or default_train).split(",")]
         infer_cfgs = [Config.parse(n) for n in (args.infer_configs or default_infer).split(",")]

@@ -197,6 +197,25 @@ def test_bf16_precision_matches_fp32_closely(tmp_path, tiny_model):
     assert psnr > 30, psnr
 
 
+def test_bf16_on_a_cpu_that_emulates_it_warns(tmp_path, tiny_model, monkeypatch, capsys):
+    # On a CPU without AVX512-BF16/AMX, bf16 is ~100x slower than fp32 (docs/benchmarks.md).
+    import transformer_net.inference as inference
+    from transformer_net import stylize_cli
+
+    src = write_photo(tmp_path / "in.png", size=(16, 12))
+    for native in (False, True):
+        monkeypatch.setattr(inference, "native_bf16", lambda device, native=native: native)
+        argv = ["--model", str(tiny_model), "--input", str(src), "--device", "cpu", "--quiet"]
+        out = tmp_path / f"bf16-{native}.png"
+        assert stylize_cli.main([*argv, "--output", str(out), "--precision", "bf16"]) == 0
+        err = capsys.readouterr().err
+        assert ("bf16 is emulated on this CPU" in err) is not native, err
+        assert out.is_file()
+        out = tmp_path / f"auto-{native}.png"  # auto never picks an emulated bf16
+        assert stylize_cli.main([*argv, "--output", str(out), "--precision", "auto"]) == 0
+        assert "emulated" not in capsys.readouterr().err
+
+
 def test_pipelined_folder_equals_one_by_one(tmp_path, tiny_model):
     src = tmp_path / "in"
     for i in range(6):

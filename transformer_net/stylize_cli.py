@@ -305,7 +305,7 @@ def run(args: argparse.Namespace) -> int:
 def _feedforward_stylizer(args: argparse.Namespace):
     """``inference.Stylizer`` for PyTorch model files; ONNX and TorchScript files by content."""
     from .export import OnnxStylizer, TorchScriptStylizer, is_torchscript_file
-    from .inference import Stylizer
+    from .inference import Stylizer, bf16_emulation_warning
 
     onnx = Path(args.model).suffix.lower() == ".onnx"
     if onnx or is_torchscript_file(args.model):
@@ -329,6 +329,9 @@ def _feedforward_stylizer(args: argparse.Namespace):
         style=args.style_index if args.style_mix is None else args.style_mix,
         tile_size=args.tile_size,
     )
+    warning = bf16_emulation_warning(stylizer.device) if stylizer.dtype == torch.bfloat16 else None
+    if warning:
+        print(f"warning: --precision {args.precision}: {warning}", file=sys.stderr)
     if not args.quiet:
         stylizer.progress = _tile_progress
     return stylizer
