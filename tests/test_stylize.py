@@ -198,7 +198,7 @@ def test_bf16_precision_matches_fp32_closely(tmp_path, tiny_model):
 
 
 def test_bf16_on_a_cpu_that_emulates_it_warns(tmp_path, tiny_model, monkeypatch, capsys):
-    # On a CPU without AVX512-BF16/AMX, bf16 is ~100x slower than fp32 (docs/benchmarks.md).
+    # On a CPU without AVX512-BF16/AMX, bf16 is ~300x slower than fp32 (docs/benchmarks.md).
     import transformer_net.inference as inference
     from transformer_net import stylize_cli
 

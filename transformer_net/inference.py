@@ -68,7 +68,7 @@ def bf16_emulation_warning(device: torch.device) -> str | None:
     if device.type != "cpu" or native_bf16(device):
         return None
     return (
-        "bf16 is emulated on this CPU (no AVX512-BF16 or AMX) and runs about 100x "
+        "bf16 is emulated on this CPU (no AVX512-BF16 or AMX) and runs hundreds of times "
         "slower than fp32; use fp32 (precision auto picks it here)"
     )
 
