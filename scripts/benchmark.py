@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from transformer_net.image import save_image
+from transformer_net.inference import CudaGraphForward
 from transformer_net.model import TransformerNet
 from transformer_net.module import StyleTransferModule
 
@@ -37,7 +38,8 @@ examples:
 configurations (comma-separated names; "baseline" is fp32-eager-nchw):
   precision  fp32 | bf16 | fp16     autocast dtype (inference: weights in that dtype)
   -cl        channels_last memory format for the networks and inputs
-  -compile   torch.compile (inference on CUDA: mode=max-autotune with CUDA graphs)
+  -compile   torch.compile (mode: --compile-mode)
+  -graph     inference on CUDA: replay a CUDA graph (transformer_net.inference.CudaGraphForward)
 """
 
 
@@ -47,6 +49,7 @@ class Config:
     dtype: torch.dtype = torch.float32
     channels_last: bool = False
     compile: bool = False
+    graph: bool = False
 
     @classmethod
     def parse(cls, name: str) -> Config:
@@ -54,9 +57,10 @@ class Config:
             return cls(name="baseline")
         parts = name.split("-")
         dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-        if parts[0] not in dtypes or not set(parts[1:]) <= {"cl", "compile"}:
+        if parts[0] not in dtypes or not set(parts[1:]) <= {"cl", "compile", "graph"}:
             raise ValueError(f"unknown configuration {name!r} (see --help)")
-        return cls(name, dtypes[parts[0]], "cl" in parts[1:], "compile" in parts[1:])
+        flags = set(parts[1:])
+        return cls(name, dtypes[parts[0]], "cl" in flags, "compile" in flags, "graph" in flags)
 
 
 @dataclass
@@ -172,15 +176,16 @@ def quality_check(configs, args, device, style_path) -> dict:
     return report
 
 
-def make_inference(cfg: Config, device: torch.device):
+def make_inference(cfg: Config, device: torch.device, compile_mode: str | None = None):
     model = TransformerNet().to(device).eval().requires_grad_(False)
     model = model.to(dtype=cfg.dtype)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     fn = model
     if cfg.compile:
-        mode = "max-autotune" if device.type == "cuda" else None
-        fn = torch.compile(model, mode=mode, dynamic=False)
+        fn = torch.compile(model, mode=compile_mode, dynamic=False)
+    if cfg.graph:  # captured at the second call: keep --warmup >= 2
+        fn = CudaGraphForward(fn)
 
     def run(x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
@@ -292,7 +297,7 @@ def bench_inference(configs, args, device) -> list[Result]:
         x = torch.rand(1, 3, h, w, device=device) * 255
         fns = {}
         for cfg in configs:
-            run, prepare = make_inference(cfg, device)
+            run, prepare = make_inference(cfg, device, args.compile_mode)
             xi = prepare(x)
             fns[cfg.name] = lambda run=run, xi=xi: run(xi)
         times = time_rounds(fns, args, device, 1)
@@ -350,6 +355,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--vgg-preprocessing", default="caffe", help="caffe or torchvision")
     p.add_argument("--data", default=None, help="folder (or prepared folder) for train+data")
     p.add_argument("--workers", type=int, default=None, help="loader workers for --data")
+    p.add_argument(
+        "--compile-mode", default=None,
+        help="torch.compile mode for -compile: default, reduce-overhead, max-autotune",
+    )  # fmt: skip
     p.add_argument("--skip-training", action="store_true")
     p.add_argument("--skip-inference", action="store_true")
     p.add_argument("--json", default=None, help="also write the results here")
@@ -378,6 +387,16 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if any(c.graph for c in train_cfgs):
+        print("error: -graph is for inference configurations only", file=sys.stderr)
+        return 2
+    if any(c.graph for c in infer_cfgs) and device.type != "cuda":
+        print("error: -graph needs --device cuda (CUDA graphs)", file=sys.stderr)
+        return 2
+    if args.compile_mode == "default":
+        args.compile_mode = None
+    if any(c.graph for c in infer_cfgs):
+        args.warmup = max(args.warmup, 3)  # first call eager, second captures
     if args.baseline:
         train_cfgs.insert(0, Config.parse("baseline"))
         infer_cfgs.insert(0, Config.parse("baseline"))

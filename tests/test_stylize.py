@@ -70,6 +70,8 @@ def test_examples_model_gives_reference_output(tmp_path):
         src,
         "--output",
         tmp_path / "o.png",
+        "--device",  # the reference is fp32; on a GPU the default would be bf16
+        "cpu",
         check_rc=0,
     )
     x = torch.from_numpy(np.array(Image.open(src).convert("RGB"))).permute(2, 0, 1)[None].float()

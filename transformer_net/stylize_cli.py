@@ -73,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--compile", action="store_true", help="torch.compile the model (many images of one size)"
     )
+    p.add_argument(
+        "--cuda-graphs", action="store_true",
+        help="CUDA: replay a CUDA graph for image sizes that recur (video, same-size photos)",
+    )  # fmt: skip
     styles = p.add_mutually_exclusive_group()
     styles.add_argument(
         "--style-index", type=int, default=None, metavar="K",
@@ -309,10 +313,10 @@ def _feedforward_stylizer(args: argparse.Namespace):
 
     onnx = Path(args.model).suffix.lower() == ".onnx"
     if onnx or is_torchscript_file(args.model):
-        if args.precision not in ("auto", "fp32") or args.compile:
+        if args.precision not in ("auto", "fp32") or args.compile or args.cuda_graphs:
             raise ValueError(
-                f"{args.model}: --precision and --compile apply to .pth/.ckpt models; "
-                "ONNX and TorchScript files run in fp32"
+                f"{args.model}: --precision, --compile and --cuda-graphs apply to .pth/.ckpt "
+                "models; ONNX and TorchScript files run in fp32"
             )
         if args.style_index or args.style_mix or args.tile_size:
             raise ValueError(
@@ -326,6 +330,7 @@ def _feedforward_stylizer(args: argparse.Namespace):
         device=args.device,
         precision=args.precision,
         compile=args.compile,
+        cuda_graphs=args.cuda_graphs,
         style=args.style_index if args.style_mix is None else args.style_mix,
         tile_size=args.tile_size,
     )
