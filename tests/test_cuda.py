@@ -7,7 +7,7 @@ import torch
 from tests.conftest import write_photo
 from transformer_net.checkpoint import save_model_file
 from transformer_net.image import load_image
-from transformer_net.inference import CudaGraphForward, Stylizer
+from transformer_net.inference import CudaGraphForward, Stylizer, native_bf16, pick_precision
 from transformer_net.model import TransformerNet
 from transformer_net.module import StyleTransferModule
 
@@ -72,9 +72,19 @@ def test_cuda_graphs_keep_at_most_max_graphs(model_file):
 def test_gpu_bf16_output_matches_cpu_fp32(tmp_path, model_file):
     image = load_image(write_photo(tmp_path / "p.png", size=(160, 120), seed=3))
     cpu = Stylizer(model_path=model_file, device="cpu", precision="fp32")(image)
-    gpu = Stylizer(model_path=model_file, device="cuda")(image)  # auto: bf16 on Ampere+
-    assert gpu.shape == cpu.shape
-    assert psnr(gpu, cpu) > 30
+    for precision in ("auto", "bf16"):  # auto: fp32 (TF32 convolutions)
+        gpu = Stylizer(model_path=model_file, device="cuda", precision=precision)(image)
+        assert gpu.shape == cpu.shape
+        assert psnr(gpu, cpu) > 30, precision
+
+
+def test_auto_precision_is_the_measured_fastest():
+    cuda_dev, cpu_dev = torch.device("cuda"), torch.device("cpu")
+    assert pick_precision("auto", cuda_dev) == torch.float32
+    assert pick_precision("fp16", cuda_dev) == torch.float16
+    native = torch.bfloat16 if native_bf16(cpu_dev) else torch.float32
+    assert pick_precision("auto", cpu_dev) == native
+    assert pick_precision("auto", cpu_dev, compiled=True) == native
 
 
 @cuda

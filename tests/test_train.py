@@ -147,6 +147,7 @@ def test_resume_continues_at_the_same_step(tmp_path, photo_dir, style_file):
         ("ckpt_path=/nonexistent/x.ckpt", "/nonexistent/x.ckpt: checkpoint not found"),
         ("loss.style_weight=-5", "style_weight must be >= 0 and finite, got -5"),
         ("data.image_size=30", "data.image_size must be a multiple of 4 and >= 16, got 30"),
+        ("module.compile=fast", "module.compile must be true, false or auto, got 'fast'"),
     ],
 )
 def test_cli_reports_bad_input_in_one_line(tmp_path, photo_dir, style_file, override, message):
@@ -286,6 +287,41 @@ def test_learning_rate_scaling_rules(style_file, rule, expected):
     # 8 images per device x 2 devices = 16 = 4 x the reference batch.
     module._trainer = SimpleNamespace(world_size=2, datamodule=SimpleNamespace(batch_size=8))
     assert module.effective_lr() == pytest.approx(expected)
+
+
+@pytest.mark.slow  # compiling the training step takes about a minute on 2 CPU cores
+def test_compiled_channels_last_training_matches_eager(tmp_path, photo_dir, style_file):
+    runs = {}
+    for name, switches in (("eager", "false"), ("compiled", "true")):
+        overrides = tiny_overrides(tmp_path / name, photo_dir, style_file, steps=3)
+        overrides += [f"module.compile={switches}", f"module.channels_last={switches}"]
+        assert train(make_cfg(overrides))["model_file"].is_file()
+        values, _ = scalars(tmp_path / name / "run")
+        runs[name] = [v for _, v in sorted(values["loss/total"])]
+    # Same seed, same batches, same math: the losses agree up to float rounding.
+    assert runs["compiled"] == pytest.approx(runs["eager"], rel=1e-3)
+
+
+@pytest.mark.parametrize("device,expected", [("cpu", False), ("cuda", True)])
+def test_auto_speed_switches_follow_the_training_device(style_file, device, expected):
+    from types import SimpleNamespace
+
+    from transformer_net.module import StyleTransferModule
+
+    module = StyleTransferModule(
+        model={"channels": [4, 4, 4], "num_residual": 1},
+        loss={"vgg_weights": "random"},
+        style_image=str(style_file),
+        channels_last="auto",
+        compile="auto",
+    )
+    # setup() runs before Lightning moves the module: the strategy knows the device.
+    module._trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device(device)))
+    module.setup("fit")
+    assert module.channels_last is expected and module.compile is expected
+    assert (module._compute_fn != module._compute) is expected  # compiled on CUDA only
+    weight = module.transformer.conv1.conv2d.weight
+    assert weight.is_contiguous(memory_format=torch.channels_last) is expected
 
 
 @pytest.mark.parametrize("sig,expected_rc", [(signal.SIGTERM, 143), (signal.SIGINT, 1)])

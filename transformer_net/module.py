@@ -51,7 +51,10 @@ class StyleTransferModule(pl.LightningModule):
     photos shown in the image panels; ``nan_policy``: on a NaN/inf loss ``stop``
     with an error or ``skip`` the batch (single device only). Speed switches (same math, see
     docs/benchmarks.md): ``channels_last`` memory format for both networks,
-    ``compile`` the training computation with ``torch.compile``.
+    ``compile`` the training computation with ``torch.compile``; each True, False
+    or ``"auto"``: on when training on CUDA (on an H100, bf16 + both: 2.05x the
+    fp32 baseline, against 1.26x for bf16 alone), off on CPUs (compiling takes
+    minutes there for about 20%).
     """
 
     def __init__(
@@ -66,11 +69,13 @@ class StyleTransferModule(pl.LightningModule):
         optim: Mapping[str, Any] | None = None,
         num_samples: int = 4,
         nan_policy: str = "stop",
-        channels_last: bool = False,
-        compile: bool = False,
+        channels_last: bool | str = False,
+        compile: bool | str = False,
     ):
         super().__init__()
         self.save_hyperparameters()
+        self.channels_last = _switch("channels_last", channels_last)  # checked before any work
+        self.compile = _switch("compile", compile)
         paths = [style_image] if isinstance(style_image, str) else list(style_image)
         names = [style_name] if isinstance(style_name, str) else list(style_name)
         if len(names) != len(paths):
@@ -105,8 +110,6 @@ class StyleTransferModule(pl.LightningModule):
             raise ValueError(f"nan_policy must be stop or skip, got {nan_policy!r}")
         self.nan_policy = nan_policy
         self._skipped_nan = 0
-        self.channels_last = bool(channels_last)
-        self.compile = bool(compile)
         # The function that maps a uint8 batch to (losses, output); setup() swaps
         # in a compiled version. Kept out of the module tree, so that checkpoints
         # keep their plain parameter names.
@@ -119,11 +122,23 @@ class StyleTransferModule(pl.LightningModule):
         return self.transformer(x, style)
 
     def setup(self, stage: str) -> None:
+        on_cuda = self._root_device().type == "cuda"
+        if self.channels_last == "auto":
+            self.channels_last = on_cuda
+        if self.compile == "auto":
+            self.compile = on_cuda
         if self.channels_last:
             self.transformer.to(memory_format=torch.channels_last)
             self.loss_net.to(memory_format=torch.channels_last)
         if self.compile and self._compute_fn == self._compute:
             self._compute_fn = torch.compile(self._compute)
+
+    def _root_device(self) -> torch.device:
+        """The device training runs on; setup() runs before Lightning moves the module."""
+        try:
+            return self.trainer.strategy.root_device
+        except RuntimeError:  # no Trainer attached (scripts/benchmark.py, tests)
+            return self.device
 
     def _compute(self, images: torch.Tensor, style: int | None = None) -> tuple[dict, torch.Tensor]:
         content = images.float()  # uint8 (B, 3, S, S) -> float 0-255
@@ -133,11 +148,12 @@ class StyleTransferModule(pl.LightningModule):
         return self.loss_net(output, content, style), output
 
     def _losses(
-        self, batch: tuple[torch.Tensor, torch.Tensor], style: int | None = None
+        self, batch: tuple[torch.Tensor, torch.Tensor], style: int | None = None, *, eager=False
     ) -> tuple[dict, torch.Tensor]:
+        fn = self._compute if eager else self._compute_fn
         if style is None:  # one style: the plain call
-            return self._compute_fn(batch[0])
-        return self._compute_fn(batch[0], style)
+            return fn(batch[0])
+        return fn(batch[0], style)
 
     def _style_arg(self, k: int) -> int | None:
         """The ``style`` argument for style ``k``: None for a single-style network."""
@@ -221,7 +237,9 @@ class StyleTransferModule(pl.LightningModule):
 
     def validation_step(self, batch, batch_idx: int) -> torch.Tensor:
         # Every validation photo in every style; val/loss is the mean over styles.
-        runs = [self._losses(batch, self._style_arg(k)) for k in range(self.num_styles)]
+        # Eager: a few batches every val_check_interval steps are not worth a
+        # second compilation (no_grad and a smaller last batch change the graph).
+        runs = [self._losses(batch, self._style_arg(k), eager=True) for k in range(self.num_styles)]
         bs = batch[0].shape[0]
         losses = {
             key: sum(run[0][key] for run in runs) / len(runs)
@@ -355,3 +373,10 @@ def write_preview(transformer: TransformerNet, images: torch.Tensor, path) -> Pa
     grid = sample_grid([torch.cat([images.float(), *outputs], dim=3)])
     save_image(grid, path)
     return Path(path)
+
+
+def _switch(name: str, value: bool | str) -> bool | str:
+    """A speed switch: True, False or "auto" (decided in setup() by the device)."""
+    if isinstance(value, bool) or value == "auto":
+        return value
+    raise ValueError(f"module.{name} must be true, false or auto, got {value!r}")
