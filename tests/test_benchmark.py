@@ -1,0 +1,69 @@
+"""scripts/benchmark.py and scripts/kernel_profile.py on the CPU, tiny sizes."""
+
+import importlib
+import json
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+
+def load_script(name: str):
+    """Import scripts/<name>.py (it imports scripts/benchmark.py by its plain name)."""
+    if str(REPO / "scripts") not in sys.path:
+        sys.path.insert(0, str(REPO / "scripts"))
+    return importlib.import_module(name)
+
+
+@pytest.fixture(scope="module")
+def benchmark():
+    return load_script("benchmark")
+
+
+def test_benchmark_reports_every_configuration_against_the_baseline(benchmark, tmp_path, capsys):
+    out = tmp_path / "b.json"
+    rc = benchmark.main([
+        "--device", "cpu", "--baseline", "--train-configs", "fp32-cl", "--infer-configs", "fp32-cl",
+        "--image-size", "32", "--batch-size", "1", "--sizes", "32,48x32", "--steps", "1",
+        "--rounds", "2", "--warmup", "1", "--quality-steps", "2", "--json", str(out),
+    ])  # fmt: skip
+    assert rc == 0
+    payload = json.loads(out.read_text())
+    rows = [(r["kind"], r["config"], r["shape"]) for r in payload["results"]]
+    assert rows == [
+        ("train", "baseline", "1x32x32"), ("train", "fp32-cl", "1x32x32"),
+        ("stylize", "baseline", "32x32"), ("stylize", "fp32-cl", "32x32"),
+        ("stylize", "baseline", "48x32"), ("stylize", "fp32-cl", "48x32"),
+    ]  # fmt: skip
+    for r in payload["results"]:
+        assert r["images_per_s"] > 0 and len(r["samples_ms"]) == 2
+        assert r["ratio"] == pytest.approx(r["ratio"]) and r["ratio"] > 0
+    assert payload["results"][0]["ratio"] == 1.0
+    quality = payload["quality"]
+    assert quality["baseline"]["loss_ratio_vs_baseline"] == 1.0
+    assert quality["fp32-cl"]["psnr_vs_baseline"] > 30  # same math, other memory layout
+    assert "fp32-cl" in capsys.readouterr().out  # the table
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--train-configs", "fp32-turbo"], "unknown configuration 'fp32-turbo'"),
+        (["--train-configs", "fp32-graph"], "-graph is for inference configurations only"),
+        (["--infer-configs", "bf16-graph"], "-graph needs --device cuda"),
+    ],
+)
+def test_benchmark_rejects_bad_configurations(benchmark, capsys, argv, message):
+    assert benchmark.main(["--device", "cpu", *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_kernel_profile_prints_timing_and_the_top_operators(capsys):
+    profile = load_script("kernel_profile")
+    assert profile.main(["stylize", "--config", "fp32", "--device", "cpu", "--size", "32",
+                         "--calls", "1", "--rows", "3"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "stylize fp32 32x32 on cpu:" in out and "aten::" in out
+    assert profile.main(["train", "--config", "fp32-graph", "--device", "cpu"]) == 2
+    assert "-graph is for stylize on CUDA" in capsys.readouterr().err
