@@ -23,10 +23,12 @@ from pathlib import Path
 
 import torch
 
-from transformer_net.image import save_image
+from transformer_net.data import DataError
+from transformer_net.image import ImageError, save_image
 from transformer_net.inference import CudaGraphForward
 from transformer_net.model import TransformerNet
 from transformer_net.module import StyleTransferModule
+from transformer_net.vgg import VGGWeightsError
 
 EPILOG = """\
 examples:
@@ -34,6 +36,7 @@ examples:
   python scripts/benchmark.py --baseline --train-configs fp32-cl,bf16-cl --json cpu.json
   python scripts/benchmark.py --device cuda --baseline --batch-size 16 --sizes 1024,1920x1080
   python scripts/benchmark.py --skip-inference --data data/coco_prepared --batch-size 32
+  python scripts/benchmark.py --loader-only --data data/coco_prepared --batch-size 32 --workers 15
 
 configurations (comma-separated names; "baseline" is fp32-eager-nchw):
   precision  fp32 | bf16 | fp16     autocast dtype (inference: weights in that dtype)
@@ -285,6 +288,39 @@ def bench_training_with_loader(cfg, args, device, style_path) -> list[Result]:
     )  # fmt: skip
 
 
+def bench_loader(args) -> list[Result]:
+    """The data module's training loader alone (decoding, cropping, batching in
+    ``--workers`` processes): can it feed the GPU? Each round times ``--steps`` batches."""
+    from transformer_net.data import ImageFolderDataModule
+
+    dm = ImageFolderDataModule(
+        root=args.data, image_size=args.image_size, batch_size=args.batch_size,
+        num_workers=args.workers, val_count=0,
+    )  # fmt: skip
+    dm.setup("fit")
+    loader = iter(dm.train_dataloader())
+
+    def next_batch() -> torch.Tensor:
+        nonlocal loader
+        try:
+            return next(loader)[0]
+        except StopIteration:  # a new epoch
+            loader = iter(dm.train_dataloader())
+            return next(loader)[0]
+
+    for _ in range(args.warmup):  # the workers start and fill their queues
+        next_batch()
+    ms = []
+    for _ in range(args.rounds):
+        start = time.perf_counter()
+        for _ in range(args.steps):
+            next_batch()
+        ms.append((time.perf_counter() - start) * 1000 / args.steps)
+    shape = f"{args.batch_size}x{args.image_size}²"
+    workers = dm.num_workers
+    return summarize("data", shape, {f"loader-{workers}w": ms}, args.batch_size, None, {})
+
+
 def parse_size(text: str) -> tuple[int, int]:
     w, _, h = text.partition("x")
     return (int(w), int(h or w))
@@ -359,6 +395,10 @@ def main(argv: list[str] | None = None) -> int:
         "--compile-mode", default=None,
         help="torch.compile mode for -compile: default, reduce-overhead, max-autotune",
     )  # fmt: skip
+    p.add_argument(
+        "--loader-only", action="store_true",
+        help="with --data: time the training data loader alone (no model)",
+    )  # fmt: skip
     p.add_argument("--skip-training", action="store_true")
     p.add_argument("--skip-inference", action="store_true")
     p.add_argument("--json", default=None, help="also write the results here")
@@ -401,17 +441,29 @@ def main(argv: list[str] | None = None) -> int:
         train_cfgs.insert(0, Config.parse("baseline"))
         infer_cfgs.insert(0, Config.parse("baseline"))
 
+    if args.loader_only and not args.data:
+        print("error: --loader-only needs --data (a folder of photos or a prepared folder)",
+              file=sys.stderr)  # fmt: skip
+        return 2
     info = machine_info(device)
     print(" ".join(f"{k}={v}" for k, v in info.items()), file=sys.stderr)
     results: list[Result] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        style_path = Path(tmp) / "style.png"
-        save_image(torch.rand(3, args.image_size, args.image_size) * 255, style_path)
-        if not args.skip_training:
-            results += bench_training(train_cfgs, args, device, style_path)
-        if not args.skip_inference:
-            results += bench_inference(infer_cfgs, args, device)
-        quality = quality_check(train_cfgs, args, device, style_path) if args.quality_steps else {}
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            style_path = Path(tmp) / "style.png"
+            save_image(torch.rand(3, args.image_size, args.image_size) * 255, style_path)
+            if args.loader_only:
+                results += bench_loader(args)
+            elif not args.skip_training:
+                results += bench_training(train_cfgs, args, device, style_path)
+            if not args.skip_inference and not args.loader_only:
+                results += bench_inference(infer_cfgs, args, device)
+            quality = (
+                quality_check(train_cfgs, args, device, style_path) if args.quality_steps else {}
+            )
+    except (DataError, ImageError, VGGWeightsError) as e:  # bad --data or --vgg-weights
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print_table(results)
     for name, q in quality.items():
         print(f"quality {name}: " + ", ".join(f"{k}={v:.4g}" for k, v in q.items()))

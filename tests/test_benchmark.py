@@ -67,3 +67,29 @@ def test_kernel_profile_prints_timing_and_the_top_operators(capsys):
     assert "stylize fp32 32x32 on cpu:" in out and "aten::" in out
     assert profile.main(["train", "--config", "fp32-graph", "--device", "cpu"]) == 2
     assert "-graph is for stylize on CUDA" in capsys.readouterr().err
+
+
+def test_loader_only_times_the_data_loader(benchmark, photo_dir, tmp_path, capsys):
+    out = tmp_path / "d.json"
+    argv = [
+        "--loader-only", "--data", str(photo_dir), "--image-size", "16", "--batch-size", "2",
+        "--workers", "0", "--steps", "2", "--rounds", "2", "--warmup", "1", "--json", str(out),
+    ]  # fmt: skip
+    assert benchmark.main(argv) == 0
+    (result,) = json.loads(out.read_text())["results"]
+    assert (result["kind"], result["config"], result["shape"]) == ("data", "loader-0w", "2x16²")
+    assert result["images_per_s"] > 0 and len(result["samples_ms"]) == 2
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--loader-only"], "--loader-only needs --data"),
+        (["--loader-only", "--data", "/nonexistent/photos"], "/nonexistent/photos"),
+        (["--skip-inference", "--vgg-weights", "/nonexistent/vgg.pth"], "/nonexistent/vgg.pth"),
+    ],
+)
+def test_bad_data_or_weights_are_one_line_errors(benchmark, capsys, argv, message):
+    assert benchmark.main(["--device", "cpu", "--train-configs", "fp32", *argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: ") and message in err
