@@ -26,7 +26,7 @@ import torch
 from transformer_net.data import DataError
 from transformer_net.image import ImageError, save_image
 from transformer_net.inference import CudaGraphForward
-from transformer_net.model import TransformerNet
+from transformer_net.model import TransformerNet, pad_conv_channels
 from transformer_net.module import StyleTransferModule
 from transformer_net.vgg import VGGWeightsError
 
@@ -43,6 +43,7 @@ configurations (comma-separated names; "baseline" is fp32-eager-nchw):
   -cl        channels_last memory format for the networks and inputs
   -compile   torch.compile (mode: --compile-mode)
   -graph     inference on CUDA: replay a CUDA graph (transformer_net.inference.CudaGraphForward)
+  -pad8      pad the 3-channel convolutions to 8 channels (transformer_net.model.pad_conv_channels)
 """
 
 
@@ -53,6 +54,7 @@ class Config:
     channels_last: bool = False
     compile: bool = False
     graph: bool = False
+    pad8: bool = False
 
     @classmethod
     def parse(cls, name: str) -> Config:
@@ -60,10 +62,13 @@ class Config:
             return cls(name="baseline")
         parts = name.split("-")
         dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-        if parts[0] not in dtypes or not set(parts[1:]) <= {"cl", "compile", "graph"}:
+        if parts[0] not in dtypes or not set(parts[1:]) <= {"cl", "compile", "graph", "pad8"}:
             raise ValueError(f"unknown configuration {name!r} (see --help)")
         flags = set(parts[1:])
-        return cls(name, dtypes[parts[0]], "cl" in flags, "compile" in flags, "graph" in flags)
+        return cls(
+            name, dtypes[parts[0]], "cl" in flags, "compile" in flags, "graph" in flags,
+            "pad8" in flags,
+        )  # fmt: skip
 
 
 @dataclass
@@ -104,6 +109,8 @@ def make_trainer_step(cfg: Config, args, device: torch.device, style_path: Path,
         channels_last=cfg.channels_last,
         compile=cfg.compile,
     ).to(device)
+    if cfg.pad8:  # both networks: the transformer's 9x9 layers and VGG's conv1_1
+        pad_conv_channels(module)
     module.setup("fit")
     opt = torch.optim.Adam(module.transformer.parameters(), lr=1e-3)
     autocast = cfg.dtype != torch.float32
@@ -181,6 +188,8 @@ def quality_check(configs, args, device, style_path) -> dict:
 
 def make_inference(cfg: Config, device: torch.device, compile_mode: str | None = None):
     model = TransformerNet().to(device).eval().requires_grad_(False)
+    if cfg.pad8:
+        pad_conv_channels(model)
     model = model.to(dtype=cfg.dtype)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)

@@ -5,6 +5,7 @@ import json
 import sys
 
 import pytest
+import torch
 
 from tests.conftest import REPO
 
@@ -93,3 +94,14 @@ def test_bad_data_or_weights_are_one_line_errors(benchmark, capsys, argv, messag
     assert benchmark.main(["--device", "cpu", "--train-configs", "fp32", *argv]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("error: ") and message in err
+
+
+def test_configuration_names_parse_into_switches(benchmark):
+    cfg = benchmark.Config.parse("bf16-cl-compile-pad8")
+    assert (cfg.dtype, cfg.channels_last, cfg.compile, cfg.graph, cfg.pad8) == (
+        torch.bfloat16, True, True, False, True,
+    )  # fmt: skip
+    base = benchmark.Config.parse("baseline")
+    assert (base.dtype, base.channels_last, base.compile, base.pad8) == (
+        torch.float32, False, False, False,
+    )  # fmt: skip

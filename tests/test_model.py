@@ -1,7 +1,9 @@
+import copy
+
 import pytest
 import torch
 
-from transformer_net.model import TransformerNet
+from transformer_net.model import ChannelPaddedConv2d, TransformerNet, pad_conv_channels
 
 
 def test_parameter_count_matches_johnson():
@@ -49,3 +51,33 @@ def test_multiple_of_four_is_not_padded():
 def test_invalid_arguments(bad):
     with pytest.raises(ValueError):
         TransformerNet(**bad)
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_channel_padded_convolutions_are_the_same_math(memory_format):
+    torch.manual_seed(0)
+    plain = TransformerNet(channels=(8, 16, 16), num_residual=1).to(memory_format=memory_format)
+    padded = copy.deepcopy(plain)
+    assert pad_conv_channels(padded) == 2  # the 9x9 layers: 3 -> 8 and 8 -> 3 channels
+    assert isinstance(padded.conv1.conv2d, ChannelPaddedConv2d)
+    assert type(padded.conv2.conv2d) is torch.nn.Conv2d  # 8 -> 16: already a multiple
+    assert padded.state_dict().keys() == plain.state_dict().keys()
+    x = (torch.rand(2, 3, 21, 30) * 255).contiguous(memory_format=memory_format)
+    a, b = plain(x), padded(x)
+    assert a.shape == b.shape == (2, 3, 21, 30)
+    torch.testing.assert_close(b, a, rtol=0, atol=1e-3)  # 0-255 pixels
+    a.square().mean().backward()
+    b.square().mean().backward()
+    # Tolerance relative to the largest gradient: biases before an instance norm
+    # get gradients of ~0 (rounding noise) that no relative tolerance matches.
+    scale = max(p.grad.abs().max().item() for p in plain.parameters())
+    padded_params = dict(padded.named_parameters())
+    for name, p in plain.named_parameters():
+        torch.testing.assert_close(padded_params[name].grad, p.grad, rtol=1e-3, atol=1e-5 * scale)
+
+
+def test_channel_padding_reaches_vgg_first_convolution():
+    from transformer_net.vgg import VGGFeatures
+
+    vgg = VGGFeatures(layers=["relu1_2", "relu2_2"], weights="random", preprocessing="caffe")
+    assert pad_conv_channels(vgg) == 1  # conv1_1: 3 -> 64

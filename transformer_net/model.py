@@ -257,6 +257,55 @@ class TransformerNet(nn.Module):
         return y[..., :h, :w]
 
 
+class ChannelPaddedConv2d(nn.Conv2d):
+    """A Conv2d that pads its input and output channels with zeros to a multiple.
+
+    The same math, the same parameters and state-dict keys. Convolutions with 3
+    channels (the first and last 9x9 layers, VGG's conv1_1) do not fit the GPU's
+    tensor-core kernels, and on an H100 cuDNN runs them with generic kernels: two
+    of them take 3.1 of the 7.3 ms of a compiled 1920x1080 stylization
+    (docs/benchmarks.md). Padded to 8 channels they fit. A speed switch to be
+    measured (``scripts/benchmark.py`` configurations ``-pad8``), off by default.
+    """
+
+    channel_multiple: int = 8
+
+    def _conv_forward(
+        self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+    ) -> torch.Tensor:
+        out_ch, in_ch = weight.shape[:2]
+        pad_in, pad_out = -in_ch % self.channel_multiple, -out_ch % self.channel_multiple
+        if not (pad_in or pad_out):
+            return super()._conv_forward(x, weight, bias)
+        fmt = (
+            torch.channels_last
+            if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
+            else torch.contiguous_format
+        )
+        x = F.pad(x, (0, 0, 0, 0, 0, pad_in)).contiguous(memory_format=fmt)  # (B, C+pad, H, W)
+        weight = F.pad(weight, (0, 0, 0, 0, 0, pad_in, 0, pad_out)).contiguous(memory_format=fmt)
+        if bias is not None:
+            bias = F.pad(bias, (0, pad_out))
+        y = super()._conv_forward(x, weight, bias)  # (B, out+pad, H', W')
+        return y[:, :out_ch] if pad_out else y
+
+
+def pad_conv_channels(module: nn.Module, multiple: int = 8) -> int:
+    """Make every plain Conv2d in ``module`` whose channels are not a multiple of
+    ``multiple`` a :class:`ChannelPaddedConv2d` (in place; parameters and
+    state-dict keys unchanged). Returns how many were changed."""
+    changed = 0
+    for conv in module.modules():
+        if type(conv) is not nn.Conv2d or conv.groups != 1 or conv.padding_mode != "zeros":
+            continue
+        if conv.in_channels % multiple == 0 and conv.out_channels % multiple == 0:
+            continue
+        conv.__class__ = ChannelPaddedConv2d  # same attributes, other _conv_forward
+        conv.channel_multiple = multiple
+        changed += 1
+    return changed
+
+
 def _pad_to_multiple(x: torch.Tensor) -> torch.Tensor:
     """Pad bottom/right so both sides are multiples of 4 and at least MIN_SIDE.
 
