@@ -307,3 +307,22 @@ def test_bf16_network_and_autocast_take_mixes():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         y = net(x, torch.tensor([0.25, 0.75]))
     torch.testing.assert_close(y.float(), net(x, torch.tensor([0.25, 0.75])), rtol=0.05, atol=3)
+
+
+def test_per_style_losses_follow_log_every_n_steps(tmp_path, photo_dir, style_file):
+    from train import train
+
+    second = write_photo(tmp_path / "second.png", size=(40, 56), seed=7)
+    overrides = [
+        o for o in tiny_overrides(tmp_path, photo_dir, style_file, steps=8)
+        if not o.startswith(("style=", "style.image=", "trainer.log_every_n_steps="))
+    ]  # fmt: skip
+    overrides += [
+        "style=multi", "style.name=duo", "style.names=[first,second]",
+        f"+style.catalog.first.image={style_file}", f"+style.catalog.second.image={second}",
+        "model.channels=[8,16,16]", "model.num_residual=1", "trainer.log_every_n_steps=2",
+    ]  # fmt: skip
+    train(make_cfg(overrides))
+    values, _ = scalars(tmp_path / "run")
+    steps = sorted(s for name in ("first", "second") for s, _ in values[f"style_loss/{name}"])
+    assert steps == [1, 3, 5, 7] == [s for s, _ in values["loss/total"]]

@@ -75,7 +75,8 @@ def test_train_writes_checkpoint_model_file_tensorboard_and_stylize_runs(
 
     values, images = scalars(out)
     for tag in ["loss/total", "loss/content", "loss/style", "loss/tv", "style_layers/relu1_2",
-                "style_layers/relu4_3", "opt/lr", "perf/images_per_sec", "val/loss"]:  # fmt: skip
+                "style_layers/relu4_3", "opt/lr", "perf/images_per_sec", "val/loss",
+                "data/skipped_images"]:  # fmt: skip
         assert tag in values, tag
     assert "samples/content|stylized" in images and "style" in images
 
@@ -87,6 +88,18 @@ def test_train_writes_checkpoint_model_file_tensorboard_and_stylize_runs(
         )  # fmt: skip
         assert proc.returncode == 0, proc.stderr
         assert len(list(dst.rglob("*.jpg"))) == 12
+
+
+def test_scalars_are_logged_every_log_every_n_steps(tmp_path, photo_dir, style_file):
+    # self.log is called at the steps Lightning writes only (it costs ~1 ms each).
+    overrides = tiny_overrides(tmp_path, photo_dir, style_file, steps=8)
+    overrides += ["trainer.log_every_n_steps=4", "trainer.val_check_interval=100"]
+    train(make_cfg(overrides))
+    values, _ = scalars(tmp_path / "run")
+    for tag in ("loss/total", "loss/style", "style_layers/relu1_2", "opt/lr"):
+        assert [step for step, _ in values[tag]] == [3, 7], tag
+    rates = values["perf/images_per_sec"]
+    assert [step for step, _ in rates] == [3, 7] and all(v > 0 for _, v in rates)
 
 
 def test_total_loss_falls(tmp_path, photo_dir, style_file):

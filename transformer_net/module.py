@@ -114,7 +114,9 @@ class StyleTransferModule(pl.LightningModule):
         # in a compiled version. Kept out of the module tree, so that checkpoints
         # keep their plain parameter names.
         self._compute_fn = self._compute
-        self._last_batch_end: float | None = None
+        self._last_batch_end: float | None = None  # start of the throughput window
+        self._images_since = 0
+        self._skipped_images: torch.Tensor | int = 0  # this epoch's, summed on the device
         self._samples: list[list[torch.Tensor]] = []  # per style: (b, 3, S, 2S) rows
 
     def forward(self, x: torch.Tensor, style: int | torch.Tensor | None = None) -> torch.Tensor:
@@ -190,6 +192,12 @@ class StyleTransferModule(pl.LightningModule):
                 "the last good checkpoint is in the checkpoints folder (resume with "
                 "ckpt_path=last); lower optim.lr or the loss weights"
             )
+        self._skipped_images = self._skipped_images + batch[1].sum()  # on the device: no sync
+        if not self._logs_this_step():
+            return losses["total"]
+        # Only at the steps Lightning writes to the loggers: each self.log call
+        # costs ~0.7 ms of CPU (docs/benchmarks.md), 10 of them a step, and the NaN
+        # check above has just synchronized with the GPU, which waits meanwhile.
         self.log("loss/total", losses["total"], prog_bar=True, batch_size=bs)
         for key in ("content", "style", "tv"):
             self.log(f"loss/{key}", losses[key], batch_size=bs)
@@ -198,17 +206,25 @@ class StyleTransferModule(pl.LightningModule):
                 self.log(f"style_layers/{key[6:]}", value, batch_size=bs)
         if self.num_styles > 1:
             self._log_style_loss(self.style_names[k], losses["style"])
-        skipped = batch[1].sum()
-        self.log(
-            "data/skipped_images",
-            skipped.float(),
-            reduce_fx="sum",
-            on_step=False,
-            on_epoch=True,
-            batch_size=bs,
-        )
         self.log("opt/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=bs)
         return losses["total"]
+
+    def _logs_this_step(self) -> bool:
+        """Whether Lightning writes this step's values to the loggers (every
+        ``log_every_n_steps`` steps, and the last); values logged at other steps
+        are never written."""
+        try:
+            connector = self.trainer._logger_connector
+            return bool(connector.should_update_logs or self.trainer.fast_dev_run)
+        except AttributeError:  # a Lightning without this (private) property
+            return True
+
+    def on_train_epoch_end(self) -> None:
+        # Unreadable photos replaced by others in this epoch (data.py), one sync.
+        if isinstance(self._skipped_images, torch.Tensor):
+            total = self._skipped_images.float()
+            self.log("data/skipped_images", total, on_step=False, on_epoch=True, batch_size=1)
+        self._skipped_images = 0
 
     def _log_style_loss(self, name: str, value: torch.Tensor) -> None:
         """``style_loss/<name>``: the style loss of a batch trained for that style.
@@ -217,20 +233,22 @@ class StyleTransferModule(pl.LightningModule):
         steps only would be logged again, with its stale value, at the steps of
         the other styles.
         """
-        if self.global_step % max(1, self.trainer.log_every_n_steps) != 0:
-            return
-        for logger in self.loggers:
+        for logger in self.loggers:  # called at the logging steps only
             logger.log_metrics({f"style_loss/{name}": float(value.detach())}, step=self.global_step)
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         # Sustained throughput of all devices together: images per wall-clock
-        # second between batch ends, including data loading, optimizer and logging.
+        # second since the last logged step (or the end of validation), including
+        # data loading, optimizer and logging.
         now = time.perf_counter()
-        if self._last_batch_end is not None:
-            images = batch[0].shape[0] * self.trainer.world_size
-            dt = max(now - self._last_batch_end, 1e-9)
-            self.log("perf/images_per_sec", images / dt, batch_size=1)
-        self._last_batch_end = now
+        if self._last_batch_end is None:  # the first step, or the first after validation
+            self._last_batch_end, self._images_since = now, 0
+            return
+        self._images_since += batch[0].shape[0] * self.trainer.world_size
+        if self._logs_this_step():
+            rate = self._images_since / max(now - self._last_batch_end, 1e-9)
+            self.log("perf/images_per_sec", rate, batch_size=1)
+            self._last_batch_end, self._images_since = now, 0
 
     def on_validation_epoch_start(self) -> None:
         self._samples = [[] for _ in range(self.num_styles)]  # per style
