@@ -26,7 +26,7 @@ import torch
 from transformer_net.data import DataError
 from transformer_net.image import ImageError, save_image
 from transformer_net.inference import CudaGraphForward
-from transformer_net.model import TransformerNet, pad_conv_channels
+from transformer_net.model import TransformerNet, pad_conv_channels, use_slice_reflection_pad
 from transformer_net.module import StyleTransferModule
 from transformer_net.vgg import VGGWeightsError
 
@@ -44,6 +44,7 @@ configurations (comma-separated names; "baseline" is fp32-eager-nchw):
   -compile   torch.compile (mode: --compile-mode)
   -graph     inference on CUDA: replay a CUDA graph (transformer_net.inference.CudaGraphForward)
   -pad8      pad the 3-channel convolutions to 8 channels (transformer_net.model.pad_conv_channels)
+  -slicepad  reflection padding as slices + cat (transformer_net.model.use_slice_reflection_pad)
 """
 
 
@@ -55,6 +56,7 @@ class Config:
     compile: bool = False
     graph: bool = False
     pad8: bool = False
+    slicepad: bool = False
 
     @classmethod
     def parse(cls, name: str) -> Config:
@@ -62,12 +64,12 @@ class Config:
             return cls(name="baseline")
         parts = name.split("-")
         dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-        if parts[0] not in dtypes or not set(parts[1:]) <= {"cl", "compile", "graph", "pad8"}:
-            raise ValueError(f"unknown configuration {name!r} (see --help)")
         flags = set(parts[1:])
+        if parts[0] not in dtypes or not flags <= {"cl", "compile", "graph", "pad8", "slicepad"}:
+            raise ValueError(f"unknown configuration {name!r} (see --help)")
         return cls(
             name, dtypes[parts[0]], "cl" in flags, "compile" in flags, "graph" in flags,
-            "pad8" in flags,
+            "pad8" in flags, "slicepad" in flags,
         )  # fmt: skip
 
 
@@ -111,6 +113,8 @@ def make_trainer_step(cfg: Config, args, device: torch.device, style_path: Path,
     ).to(device)
     if cfg.pad8:  # both networks: the transformer's 9x9 layers and VGG's conv1_1
         pad_conv_channels(module)
+    if cfg.slicepad:
+        use_slice_reflection_pad(module)
     module.setup("fit")
     opt = torch.optim.Adam(module.transformer.parameters(), lr=1e-3)
     autocast = cfg.dtype != torch.float32
@@ -190,6 +194,8 @@ def make_inference(cfg: Config, device: torch.device, compile_mode: str | None =
     model = TransformerNet().to(device).eval().requires_grad_(False)
     if cfg.pad8:
         pad_conv_channels(model)
+    if cfg.slicepad:
+        use_slice_reflection_pad(model)
     model = model.to(dtype=cfg.dtype)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)

@@ -97,9 +97,9 @@ def test_bad_data_or_weights_are_one_line_errors(benchmark, capsys, argv, messag
 
 
 def test_configuration_names_parse_into_switches(benchmark):
-    cfg = benchmark.Config.parse("bf16-cl-compile-pad8")
-    assert (cfg.dtype, cfg.channels_last, cfg.compile, cfg.graph, cfg.pad8) == (
-        torch.bfloat16, True, True, False, True,
+    cfg = benchmark.Config.parse("bf16-cl-compile-pad8-slicepad")
+    assert (cfg.dtype, cfg.channels_last, cfg.compile, cfg.graph, cfg.pad8, cfg.slicepad) == (
+        torch.bfloat16, True, True, False, True, True,
     )  # fmt: skip
     base = benchmark.Config.parse("baseline")
     assert (base.dtype, base.channels_last, base.compile, base.pad8) == (

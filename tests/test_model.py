@@ -3,7 +3,13 @@ import copy
 import pytest
 import torch
 
-from transformer_net.model import ChannelPaddedConv2d, TransformerNet, pad_conv_channels
+from transformer_net.model import (
+    ChannelPaddedConv2d,
+    SliceReflectionPad2d,
+    TransformerNet,
+    pad_conv_channels,
+    use_slice_reflection_pad,
+)
 
 
 def test_parameter_count_matches_johnson():
@@ -81,3 +87,28 @@ def test_channel_padding_reaches_vgg_first_convolution():
 
     vgg = VGGFeatures(layers=["relu1_2", "relu2_2"], weights="random", preprocessing="caffe")
     assert pad_conv_channels(vgg) == 1  # conv1_1: 3 -> 64
+
+
+@pytest.mark.parametrize("padding", [1, 4])
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_slice_reflection_pad_equals_reflection_pad(padding, memory_format):
+    x = torch.randn(2, 3, 9, 6).contiguous(memory_format=memory_format).requires_grad_()
+    y = x.detach().clone().requires_grad_()
+    a, b = torch.nn.ReflectionPad2d(padding)(x), SliceReflectionPad2d(padding)(y)
+    assert torch.equal(a, b)
+    grad = torch.randn_like(a)
+    a.backward(grad)
+    b.backward(grad)
+    torch.testing.assert_close(y.grad, x.grad)  # sums in another order: rounding only
+    with pytest.raises(RuntimeError, match="padding size 6 must be less than"):
+        SliceReflectionPad2d(6)(x)
+
+
+def test_slice_reflection_pad_switch_keeps_the_network():
+    torch.manual_seed(0)
+    plain = TransformerNet(channels=(8, 16, 16), num_residual=1)
+    sliced = copy.deepcopy(plain)
+    assert use_slice_reflection_pad(sliced) == 8  # every conv of the network
+    assert sliced.state_dict().keys() == plain.state_dict().keys()
+    x = torch.rand(1, 3, 23, 17) * 255
+    assert torch.equal(sliced(x), plain(x))

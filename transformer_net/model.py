@@ -306,6 +306,51 @@ def pad_conv_channels(module: nn.Module, multiple: int = 8) -> int:
     return changed
 
 
+class SliceReflectionPad2d(nn.Module):
+    """Reflection padding written as flipped slices and concatenations.
+
+    The same values as ``nn.ReflectionPad2d``. Its backward adds slices, where
+    Inductor compiles ReflectionPad2d's backward into a scatter with atomic adds:
+    2.4 of the 21.8 ms of a compiled bf16 training step on an H100
+    (docs/benchmarks.md). A speed switch to be measured (``scripts/benchmark.py``
+    configurations ``-slicepad``), off by default.
+    """
+
+    def __init__(self, padding: int):
+        super().__init__()
+        self.padding = int(padding)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.padding
+        if p == 0:
+            return x
+        if p >= x.shape[-1] or p >= x.shape[-2]:  # the same error as ReflectionPad2d
+            raise RuntimeError(
+                f"padding size {p} must be less than the input dimensions {tuple(x.shape[-2:])}"
+            )
+        for dim in (-1, -2):  # (B, C, H, W) -> (B, C, H, W + 2p) -> (B, C, H + 2p, W + 2p)
+            n = x.shape[dim]
+            before = x.narrow(dim, 1, p).flip(dim)  # x[1..p] mirrored, the edge excluded
+            after = x.narrow(dim, n - 1 - p, p).flip(dim)
+            x = torch.cat([before, x, after], dim=dim)
+        return x
+
+
+def use_slice_reflection_pad(module: nn.Module) -> int:
+    """Replace every ``nn.ReflectionPad2d`` with a square padding in ``module`` by a
+    :class:`SliceReflectionPad2d` (in place; they hold no parameters, so state dicts
+    are unchanged). Returns how many were replaced."""
+    targets = [
+        (parent, name, child)
+        for parent in module.modules()
+        for name, child in parent.named_children()
+        if type(child) is nn.ReflectionPad2d and len(set(child.padding)) == 1
+    ]
+    for parent, name, child in targets:
+        setattr(parent, name, SliceReflectionPad2d(child.padding[0]))
+    return len(targets)
+
+
 def _pad_to_multiple(x: torch.Tensor) -> torch.Tensor:
     """Pad bottom/right so both sides are multiples of 4 and at least MIN_SIDE.
 
