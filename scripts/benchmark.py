@@ -431,7 +431,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_float32_matmul_precision("high")
     gpu = device.type == "cuda"
     if gpu:
-        default_train, default_infer = "bf16-cl-compile", "bf16-cl,bf16-cl-compile"
+        # the fastest measured on an H100 (docs/benchmarks.md); --baseline adds fp32 eager
+        default_train, default_infer = "bf16-cl-compile", "bf16-cl-compile,bf16-cl-compile-graph"
     elif native_bf16(device):
         default_train, default_infer = "fp32-cl,bf16-cl", "fp32-cl,bf16-cl"
     else:  # bf16 emulated: ~300x slower than fp32 at 256², not worth a default run

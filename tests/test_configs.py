@@ -72,6 +72,12 @@ def test_quickstart_experiment_is_small():
     assert cfg.trainer.max_steps <= 1000 and cfg.data.image_size == 128
     assert cfg.data.download_sample > 0 and cfg.output_dir == "outputs/quickstart"
     assert cfg.model_file == "outputs/quickstart/starry_night.pth"
+    assert cfg.module.compile is False  # not worth its compile time for 500 short steps
+
+
+def test_speed_switches_default_to_auto():
+    cfg = make_cfg([])
+    assert cfg.module.channels_last == "auto" and cfg.module.compile == "auto"
 
 
 def test_overrides_reach_every_knob():
