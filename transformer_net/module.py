@@ -150,7 +150,11 @@ class StyleTransferModule(pl.LightningModule):
         return self.loss_net(output, content, style), output
 
     def _losses(
-        self, batch: tuple[torch.Tensor, torch.Tensor], style: int | None = None, *, eager=False
+        self,
+        batch: tuple[torch.Tensor, torch.Tensor],
+        style: int | None = None,
+        *,
+        eager: bool = False,
     ) -> tuple[dict, torch.Tensor]:
         fn = self._compute if eager else self._compute_fn
         if style is None:  # one style: the plain call
