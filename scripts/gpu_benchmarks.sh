@@ -51,7 +51,7 @@ step() {  # name limit_s command...: runs it unless the budget is spent
 DEVICE=${DEVICE:-cuda}
 B="$PY scripts/benchmark.py --device $DEVICE --steps 10 --rounds 3 --warmup 3"
 WORKERS=$(($(nproc) - 1))
-{ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader; nproc
+{ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true; nproc
   $PY -c "import torch; print('torch', torch.__version__)"; git rev-parse --short HEAD; } 2>&1 | tee -a "$LOG"
 $PY scripts/prepare_dataset.py --input "$PHOTOS" --output "$WORK/prepared" >> "$LOG" 2>&1 &
 PREP=$!
@@ -75,8 +75,8 @@ $PY - "$WORK/run" 16 <<'EOF' 2>&1 | tee -a "$LOG"
 import glob, sys
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 runs = sorted(glob.glob(f"{sys.argv[1]}/tb/**/events*", recursive=True))
-if runs:
-    ea = EventAccumulator(runs[-1]); ea.Reload()
+ea = EventAccumulator(runs[-1]) if runs else None
+if ea is not None and (ea.Reload() or True) and "loss/total" in ea.Tags()["scalars"]:
     loss = ea.Scalars("loss/total")
     if len(loss) >= 3:  # from the second logged step: compilation excluded
         a, b = loss[1], loss[-1]
