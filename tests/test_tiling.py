@@ -143,3 +143,24 @@ def test_stylizer_tiles_when_the_estimate_exceeds_free_memory(model_file, monkey
     result = stylizer(image)
     assert seen and seen[-1][0] == seen[-1][1] > 1
     assert (result.int() - expected.int()).abs().max() <= 1
+
+
+def test_frame_batches_that_run_out_of_memory_are_split(model_file):
+    stylizer = Stylizer(model_path=model_file, device="cpu", precision="fp32")
+    one_pass = stylizer.batch
+    sizes = []
+
+    def small_memory(frames):  # more than 2 frames do not fit
+        sizes.append(frames.shape[0])
+        if frames.shape[0] > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return one_pass(frames)
+
+    stylizer.batch = small_memory
+    frames = torch.randint(0, 256, (5, 3, 24, 32), dtype=torch.uint8)
+    out = stylizer.frames(frames)
+    assert sizes == [5, 2, 3, 1, 2]  # 5 -> 2 + 3 -> 2 + (1 + 2)
+    assert torch.equal(out, torch.cat([one_pass(f[None]) for f in frames]))
+    stylizer.batch = lambda frames: (_ for _ in ()).throw(RuntimeError("shape mismatch"))
+    with pytest.raises(RuntimeError, match="shape mismatch"):  # other errors propagate
+        stylizer.frames(frames)

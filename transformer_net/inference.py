@@ -254,6 +254,23 @@ class Stylizer:
         y = self._forward(x, self.style).float()
         return y.clamp_(0, 255).round_().to(torch.uint8).cpu()
 
+    def frames(self, frames: torch.Tensor) -> torch.Tensor:
+        """Like :meth:`batch`, but a batch that runs out of memory is split in
+        halves, down to single frames, which tile if they must (video frames at
+        4K on a small GPU; fp32, the eager default on CUDA, needs twice bf16's
+        memory)."""
+        try:
+            return self.batch(frames)
+        except RuntimeError as e:  # torch.OutOfMemoryError is one too
+            if not is_out_of_memory(e):
+                raise
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        if frames.shape[0] == 1:
+            return self(frames[0]).unsqueeze(0)  # tiles when the whole frame cannot fit
+        half = frames.shape[0] // 2
+        return torch.cat([self.frames(frames[:half]), self.frames(frames[half:])])
+
     def timed(self, image: torch.Tensor) -> tuple[torch.Tensor, float]:
         """Like calling it; also returns the wall time in seconds (device synchronized)."""
         start = time.perf_counter()

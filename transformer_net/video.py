@@ -439,7 +439,9 @@ def _run(av, inp, vin, ain, out, vout, audio, stylizer, finish, *, src, dst, siz
         def run_batch() -> None:
             nonlocal done
             x = torch.from_numpy(np.stack(batch)).permute(0, 3, 1, 2)  # (B, 3, H, W) uint8
-            if hasattr(stylizer, "batch"):
+            if hasattr(stylizer, "frames"):  # Stylizer: splits a batch that runs out of memory
+                y = stylizer.frames(x)
+            elif hasattr(stylizer, "batch"):
                 y = stylizer.batch(x)
             else:  # ONNX / TorchScript runners take one frame at a time
                 y = torch.stack([stylizer(frame) for frame in x])
