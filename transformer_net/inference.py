@@ -208,15 +208,11 @@ class Stylizer:
         tile = self.tile_size or self._plan_tiles(h, w, memory_budget(self.device))
         if tile:
             return self._tiled(image, tile)
-        try:
-            return self._whole(image)
-        except RuntimeError as e:  # torch.OutOfMemoryError is one too
-            if not is_out_of_memory(e):
-                raise
+        out = self._unless_out_of_memory(self._whole, image)
+        if out is not None:
+            return out
         # The estimate was optimistic (or memory is taken by others): tiles that
         # fit in half of what is free now.
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
         budget = memory_budget(self.device) // 2
         return self._tiled(image, self._plan_tiles(h, w, budget, force=True))
 
@@ -259,17 +255,25 @@ class Stylizer:
         halves, down to single frames, which tile if they must (video frames at
         4K on a small GPU; fp32, the eager default on CUDA, needs twice bf16's
         memory)."""
+        out = self._unless_out_of_memory(self.batch, frames)
+        if out is not None:
+            return out
+        if frames.shape[0] == 1:
+            return self(frames[0]).unsqueeze(0)  # tiles when the whole frame cannot fit
+        half = frames.shape[0] // 2
+        return torch.cat([self.frames(frames[:half]), self.frames(frames[half:])])
+
+    def _unless_out_of_memory(self, fn: Callable, x: torch.Tensor) -> torch.Tensor | None:
+        """``fn(x)``, or None when it runs out of memory (the CUDA cache is then
+        emptied for what the caller tries next)."""
         try:
-            return self.batch(frames)
+            return fn(x)
         except RuntimeError as e:  # torch.OutOfMemoryError is one too
             if not is_out_of_memory(e):
                 raise
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
-        if frames.shape[0] == 1:
-            return self(frames[0]).unsqueeze(0)  # tiles when the whole frame cannot fit
-        half = frames.shape[0] // 2
-        return torch.cat([self.frames(frames[:half]), self.frames(frames[half:])])
+        return None
 
     def timed(self, image: torch.Tensor) -> tuple[torch.Tensor, float]:
         """Like calling it; also returns the wall time in seconds (device synchronized)."""
