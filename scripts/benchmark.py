@@ -273,8 +273,9 @@ def bench_training(configs, args, device, style_path) -> list[Result]:
     return results
 
 
-def bench_training_with_loader(cfg, args, device, style_path) -> list[Result]:
-    """End to end: the data module's loader feeding the real step (last config)."""
+def training_batches(args):
+    """The data module's training batches of ``--data``, endlessly (a new epoch
+    when one ends), as the loader yields them; returns (generator, workers)."""
     from transformer_net.data import ImageFolderDataModule
 
     dm = ImageFolderDataModule(
@@ -282,18 +283,24 @@ def bench_training_with_loader(cfg, args, device, style_path) -> list[Result]:
         num_workers=args.workers, val_count=0,
     )  # fmt: skip
     dm.setup("fit")
+
+    def batches():
+        while True:
+            for images, _ in dm.train_dataloader():
+                yield images
+
+    return batches(), dm.num_workers
+
+
+def bench_training_with_loader(cfg, args, device, style_path) -> list[Result]:
+    """End to end: the data module's loader feeding the real step (last config)."""
+    batches, _ = training_batches(args)
     step = make_trainer_step(cfg, args, device, style_path)
-    loader = iter(dm.train_dataloader())
     n = args.warmup + args.steps * args.rounds
     ms = []
     for i in range(n):
         start = time.perf_counter()
-        try:
-            images, _ = next(loader)
-        except StopIteration:
-            loader = iter(dm.train_dataloader())
-            images, _ = next(loader)
-        step(images.to(device, non_blocking=True))
+        step(next(batches).to(device, non_blocking=True))
         sync(device)
         if i >= args.warmup:
             ms.append((time.perf_counter() - start) * 1000)
@@ -306,33 +313,16 @@ def bench_training_with_loader(cfg, args, device, style_path) -> list[Result]:
 def bench_loader(args) -> list[Result]:
     """The data module's training loader alone (decoding, cropping, batching in
     ``--workers`` processes): can it feed the GPU? Each round times ``--steps`` batches."""
-    from transformer_net.data import ImageFolderDataModule
-
-    dm = ImageFolderDataModule(
-        root=args.data, image_size=args.image_size, batch_size=args.batch_size,
-        num_workers=args.workers, val_count=0,
-    )  # fmt: skip
-    dm.setup("fit")
-    loader = iter(dm.train_dataloader())
-
-    def next_batch() -> torch.Tensor:
-        nonlocal loader
-        try:
-            return next(loader)[0]
-        except StopIteration:  # a new epoch
-            loader = iter(dm.train_dataloader())
-            return next(loader)[0]
-
+    batches, workers = training_batches(args)
     for _ in range(args.warmup):  # the workers start and fill their queues
-        next_batch()
+        next(batches)
     ms = []
     for _ in range(args.rounds):
         start = time.perf_counter()
         for _ in range(args.steps):
-            next_batch()
+            next(batches)
         ms.append((time.perf_counter() - start) * 1000 / args.steps)
     shape = f"{args.batch_size}x{args.image_size}²"
-    workers = dm.num_workers
     return summarize("data", shape, {f"loader-{workers}w": ms}, args.batch_size, None, {})
 
 
