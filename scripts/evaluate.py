@@ -37,6 +37,11 @@ examples:
   python scripts/evaluate.py --model outputs/wave/wave.pth --images ../shared/images/content
   python scripts/evaluate.py --model m.pth --images photos/ --size 256 --iterations 50,100 \\
       --vgg-weights vgg16_caffe.pth --preprocessing caffe --out docs/eval_wave
+  # the network's loss over training (train with callbacks.model_checkpoint.save_top_k=-1
+  # to keep every step=N checkpoint); the Gatys levels of these photos are evaluated once
+  for c in outputs/wave/checkpoints/step=*.ckpt; do
+    python scripts/evaluate.py --model "$c" --images photos/ --iterations 0 \\
+        --out "eval/$(basename "$c" .ckpt)" --tensorboard outputs/wave/tb/eval; done
 
 The loss settings and the style image come from the model file's metadata
 (written by train.py); --style, --vgg-weights, --preprocessing and the weights
@@ -87,10 +92,10 @@ def contact_sheet(panels: list[tuple[str, torch.Tensor]], height: int) -> Image.
 
 
 def evaluate(args) -> dict:
+    iterations = parse_iterations(args.iterations)
     device = pick_device(args.device)
     model, meta = load_model(args.model, device=device)
     loss, style = build_loss(args, meta, device)
-    iterations = sorted({int(i) for i in args.iterations.split(",")})
     photos = (
         list_images(args.images)[: args.max_images]
         if Path(args.images).is_dir()
@@ -109,28 +114,28 @@ def evaluate(args) -> dict:
         ff_time = time.perf_counter() - start
         rows.append({"image": path.name, "method": "feed-forward", "seconds": ff_time,
                      **losses_of(loss, ff, content, device)})  # fmt: skip
-        snapshots: dict[int, torch.Tensor | None] = dict.fromkeys(iterations)
-        start = time.perf_counter()
-        optimize_image(content=content, loss=loss, iterations=max(iterations), snapshots=snapshots)
-        gatys_time = time.perf_counter() - start
         panels = [("content", content), ("style", style), ("feed-forward", ff)]
-        for its in iterations:
-            image = snapshots[its]
-            if image is None:  # L-BFGS stopped early (converged): use the final image
-                image = [v for v in snapshots.values() if v is not None][-1]
-            rows.append({"image": path.name, "method": f"gatys-{its}",
-                         "seconds": gatys_time * its / max(iterations),
-                         **losses_of(loss, image, content, device)})  # fmt: skip
-            panels.append((f"Gatys {its}", image))
+        line = f"[{n}/{len(photos)}] {path.name}: feed-forward {rows[-1]['total']:.4g}"
+        if iterations:
+            snapshots: dict[int, torch.Tensor | None] = dict.fromkeys(iterations)
+            start = time.perf_counter()
+            optimize_image(
+                content=content, loss=loss, iterations=max(iterations), snapshots=snapshots
+            )
+            gatys_time = time.perf_counter() - start
+            for its in iterations:
+                image = snapshots[its]
+                if image is None:  # L-BFGS stopped early (converged): use the final image
+                    image = [v for v in snapshots.values() if v is not None][-1]
+                rows.append({"image": path.name, "method": f"gatys-{its}",
+                             "seconds": gatys_time * its / max(iterations),
+                             **losses_of(loss, image, content, device)})  # fmt: skip
+                panels.append((f"Gatys {its}", image))
+            line += f", Gatys-{max(iterations)} {rows[-1]['total']:.4g}"
         sheet = contact_sheet(panels, height=content.shape[1])
         save_image(sheet, out_dir / f"{path.stem}_sheet.jpg")
         sheets[path.stem] = sheet
-        ff_total, gatys_total = rows[-len(iterations) - 1]["total"], rows[-1]["total"]
-        print(
-            f"[{n}/{len(photos)}] {path.name}: feed-forward {ff_total:.4g}, "
-            f"Gatys-{max(iterations)} {gatys_total:.4g}",
-            file=sys.stderr,
-        )
+        print(line, file=sys.stderr)
     summary = summarize(rows)
     report = {"model": str(args.model), "size": args.size, "device": str(device),
               "rows": rows, "summary": summary}  # fmt: skip
@@ -140,6 +145,22 @@ def evaluate(args) -> dict:
     if args.tensorboard:
         write_tensorboard(args.tensorboard, int(meta.get("global_step") or 0), summary, sheets)
     return report
+
+
+def parse_iterations(text: str) -> list[int]:
+    """``"50,100,300"`` -> [50, 100, 300]; ``"0"`` or ``"none"`` -> [] (feed-forward only:
+    the Gatys levels do not change between checkpoints of one run, so evaluate them once)."""
+    if text.strip().lower() in ("0", "none", ""):
+        return []
+    try:
+        counts = sorted({int(i) for i in text.split(",")})
+    except ValueError:
+        counts = [0]
+    if counts[0] < 1:
+        raise ValueError(
+            f"--iterations: expected positive counts separated by commas (or 0), got {text!r}"
+        )
+    return counts
 
 
 def write_tensorboard(log_dir: str, step: int, summary: list[dict], sheets: dict) -> None:
@@ -202,7 +223,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--images", required=True, help="a photo or a folder of photos")
     p.add_argument("--out", default="evaluation", help="folder for sheets and the report")
     p.add_argument("--size", type=int, default=256, help="longer side of the photos (256)")
-    p.add_argument("--iterations", default="50,100,300", help="Gatys L-BFGS iterations to report")
+    p.add_argument(
+        "--iterations", default="50,100,300",
+        help="Gatys L-BFGS iterations to report; 0: the network only",
+    )  # fmt: skip
     p.add_argument("--max-images", type=int, default=None)
     p.add_argument("--style", default=None, help="style image (default: from the model file)")
     p.add_argument("--style-size", type=int, default=None)

@@ -100,3 +100,18 @@ def test_evaluate_script_writes_report_and_contact_sheets(tmp_path, style_file):
     assert total == pytest.approx(report["summary"][0]["total"], rel=1e-5)
     bad = subprocess.run([*cmd[:4], tmp_path / "nope"], cwd=REPO, capture_output=True, text=True)
     assert bad.returncode == 2 and "error:" in bad.stderr
+
+    # --iterations 0: the network only (checkpoints of one run share the Gatys levels).
+    only = [*cmd[:-6], "--iterations", "0", "--out", tmp_path / "ff"]
+    proc = subprocess.run(only, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    ff_only = json.loads((tmp_path / "ff" / "evaluation.json").read_text())
+    assert [s["method"] for s in ff_only["summary"]] == ["feed-forward"]
+    assert ff_only["summary"][0]["images"] == 2 and ff_only["summary"][0]["total"] > 0
+    assert Image.open(tmp_path / "ff" / "p0_sheet.jpg").width < sheet.width  # 3 panels
+    for text in ("50,x", "-5", "10,0"):
+        bad = subprocess.run([*only[:-4], "--iterations", text], cwd=REPO, capture_output=True,
+                             text=True)  # fmt: skip
+        assert bad.returncode == 2, bad.stderr
+        assert "error: --iterations: expected positive counts" in bad.stderr
+        assert f"(or 0), got '{text}'" in bad.stderr
