@@ -29,7 +29,7 @@ from transformer_net.image import (
 )
 from transformer_net.inference import pick_device
 from transformer_net.loss import PerceptualLoss
-from transformer_net.optimize import optimize_image
+from transformer_net.optimize import INITS, optimize_image
 from transformer_net.vgg import VGGWeightsError
 
 EPILOG = """\
@@ -93,6 +93,7 @@ def contact_sheet(panels: list[tuple[str, torch.Tensor]], height: int) -> Image.
 
 def evaluate(args) -> dict:
     iterations = parse_iterations(args.iterations)
+    inits = parse_inits(args.init)
     device = pick_device(args.device)
     model, meta = load_model(args.model, device=device)
     loss, style = build_loss(args, meta, device)
@@ -116,29 +117,33 @@ def evaluate(args) -> dict:
                      **losses_of(loss, ff, content, device)})  # fmt: skip
         panels = [("content", content), ("style", style), ("feed-forward", ff)]
         line = f"[{n}/{len(photos)}] {path.name}: feed-forward {rows[-1]['total']:.4g}"
-        if iterations:
+        for init in inits if iterations else []:
             snapshots: dict[int, torch.Tensor | None] = dict.fromkeys(iterations)
             start = time.perf_counter()
             optimize_image(
-                content=content, loss=loss, iterations=max(iterations), snapshots=snapshots
-            )
+                content=content, loss=loss, iterations=max(iterations), init=init,
+                snapshots=snapshots,
+            )  # fmt: skip
             gatys_time = time.perf_counter() - start
+            # "gatys-100" starts from the photo; "gatys-noise-100" from noise, as
+            # Johnson et al.'s baseline does (their "50 to 100 iterations" is that one).
+            tag = "" if init == "content" else f"{init}-"
             for its in iterations:
                 image = snapshots[its]
                 if image is None:  # L-BFGS stopped early (converged): use the final image
                     image = [v for v in snapshots.values() if v is not None][-1]
-                rows.append({"image": path.name, "method": f"gatys-{its}",
+                rows.append({"image": path.name, "method": f"gatys-{tag}{its}",
                              "seconds": gatys_time * its / max(iterations),
                              **losses_of(loss, image, content, device)})  # fmt: skip
-                panels.append((f"Gatys {its}", image))
-            line += f", Gatys-{max(iterations)} {rows[-1]['total']:.4g}"
+                panels.append((f"Gatys {its}" + (f" ({init})" if tag else ""), image))
+            line += f", Gatys-{tag}{max(iterations)} {rows[-1]['total']:.4g}"
         sheet = contact_sheet(panels, height=content.shape[1])
         save_image(sheet, out_dir / f"{path.stem}_sheet.jpg")
         sheets[path.stem] = sheet
         print(line, file=sys.stderr)
     summary = summarize(rows)
     report = {"model": str(args.model), "size": args.size, "device": str(device),
-              "rows": rows, "summary": summary}  # fmt: skip
+              "init": inits, "rows": rows, "summary": summary}  # fmt: skip
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "evaluation.json").write_text(json.dumps(report, indent=2))
     (out_dir / "evaluation.md").write_text(markdown(summary, rows))
@@ -161,6 +166,17 @@ def parse_iterations(text: str) -> list[int]:
             f"--iterations: expected positive counts separated by commas (or 0), got {text!r}"
         )
     return counts
+
+
+def parse_inits(text: str) -> list[str]:
+    """``"content,noise"`` -> ["content", "noise"]: the starting images of Gatys runs."""
+    inits = list(dict.fromkeys(i.strip() for i in text.split(",") if i.strip()))
+    bad = [i for i in inits if i not in INITS]
+    if bad or not inits:
+        raise ValueError(
+            f"--init: expected {' or '.join(INITS)} (or both, separated by a comma), got {text!r}"
+        )
+    return inits
 
 
 def write_tensorboard(log_dir: str, step: int, summary: list[dict], sheets: dict) -> None:
@@ -226,6 +242,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--iterations", default="50,100,300",
         help="Gatys L-BFGS iterations to report; 0: the network only",
+    )  # fmt: skip
+    p.add_argument(
+        "--init", default="content",
+        help="start of the Gatys runs: content (the photo, the strongest yardstick), noise "
+        "(Johnson et al.'s baseline), or content,noise for both",
     )  # fmt: skip
     p.add_argument("--max-images", type=int, default=None)
     p.add_argument("--style", default=None, help="style image (default: from the model file)")

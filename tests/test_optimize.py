@@ -115,3 +115,40 @@ def test_evaluate_script_writes_report_and_contact_sheets(tmp_path, style_file):
         assert bad.returncode == 2, bad.stderr
         assert "error: --iterations: expected positive counts" in bad.stderr
         assert f"(or 0), got '{text}'" in bad.stderr
+
+
+def test_evaluate_script_reports_both_gatys_starts(tmp_path, style_file):
+    """--init content,noise: the photo-started yardstick and Johnson et al.'s noise-started one."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+    from transformer_net.checkpoint import save_model_file
+    from transformer_net.model import TransformerNet
+
+    meta = {"style_image": str(style_file), "loss": {"vgg_weights": "random", "style_weight": 1e9}}
+    model = save_model_file(
+        TransformerNet(channels=(4, 8, 8), num_residual=1), tmp_path / "m.pth", meta=meta
+    )
+    write_photo(tmp_path / "photos" / "p0.png", size=(36, 28), seed=0)
+    cmd = [sys.executable, "scripts/evaluate.py", "--model", model, "--images", tmp_path / "photos",
+           "--size", "32", "--iterations", "2,4", "--out", tmp_path / "eval"]  # fmt: skip
+    proc = subprocess.run([*cmd, "--init", "content,noise"], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
+    assert report["init"] == ["content", "noise"]
+    totals = {s["method"]: s["total"] for s in report["summary"]}
+    assert list(totals) == ["feed-forward", "gatys-2", "gatys-4", "gatys-noise-2", "gatys-noise-4"]
+    # The photo is a far better start than noise for the content term: after two
+    # evaluations the noise-started image is still much farther from the photo.
+    content = {s["method"]: s["content"] for s in report["summary"]}
+    assert content["gatys-noise-2"] > 10 * content["gatys-2"]
+    assert "| gatys-noise-4 |" in (tmp_path / "eval" / "evaluation.md").read_text()
+    sheet = Image.open(tmp_path / "eval" / "p0_sheet.jpg")
+    assert sheet.width > 6 * 32  # content | style | feed-forward | 2 + 2 Gatys panels
+
+    bad = subprocess.run([*cmd, "--init", "zeros"], cwd=REPO, capture_output=True, text=True)
+    assert bad.returncode == 2
+    assert "error: --init: expected content or noise" in bad.stderr and "'zeros'" in bad.stderr

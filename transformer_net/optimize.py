@@ -76,7 +76,7 @@ def optimize_image(
             if count in snapshots:
                 snapshots[count] = _to_uint8(best_image)
         if progress is not None and (count % report_every == 0 or count == iterations):
-            last = {k: float(v) for k, v in losses.items() if "/" not in k}
+            last = {k: float(v.detach()) for k, v in losses.items() if "/" not in k}
             progress(count, last)
         return losses["total"]
 
