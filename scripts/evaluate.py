@@ -4,7 +4,9 @@ For each photo: the content, style, TV and total loss of the feed-forward output
 and of Gatys et al.'s optimization after 50, 100 and 300 L-BFGS iterations (at
 the same size, with the same loss network and weights), the time of each, and a
 contact sheet (content | style | feed-forward | Gatys ...). Johnson et al. 2016
-report that their networks reach the loss of 50 to 100 iterations.
+report that their networks reach the loss of 50 to 100 iterations of a baseline
+that starts from noise (--init noise); by default Gatys starts from the photo,
+a stronger yardstick.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ examples:
   python scripts/evaluate.py --model outputs/wave/wave.pth --images ../shared/images/content
   python scripts/evaluate.py --model m.pth --images photos/ --size 256 --iterations 50,100 \\
       --vgg-weights vgg16_caffe.pth --preprocessing caffe --out docs/eval_wave
+  # Gatys started from the photo and from noise (Johnson et al.'s baseline), side by side
+  python scripts/evaluate.py --model m.pth --images photos/ --init content,noise
   # the network's loss over training (train with callbacks.model_checkpoint.save_top_k=-1
   # to keep every step=N checkpoint); the Gatys levels of these photos are evaluated once
   for c in outputs/wave/checkpoints/step=*.ckpt; do
