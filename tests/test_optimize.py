@@ -63,20 +63,25 @@ def test_cli_optimize_needs_a_style(tmp_path):
     assert "--model is required" in proc.stderr
 
 
+def _tiny_model_file(tmp_path, style_file):
+    """A small untrained model file whose metadata names the style and a random-VGG loss."""
+    from transformer_net.checkpoint import save_model_file
+    from transformer_net.model import TransformerNet
+
+    meta = {"style_image": str(style_file), "loss": {"vgg_weights": "random", "style_weight": 1e9}}
+    return save_model_file(
+        TransformerNet(channels=(4, 8, 8), num_residual=1), tmp_path / "m.pth", meta=meta
+    )
+
+
 def test_evaluate_script_writes_report_and_contact_sheets(tmp_path, style_file):
     import json
     import subprocess
     import sys
 
     from tests.conftest import REPO
-    from transformer_net.checkpoint import save_model_file
-    from transformer_net.model import TransformerNet
 
-    loss = {"vgg_weights": "random", "style_weight": 1e9}
-    meta = {"style_image": str(style_file), "loss": loss}
-    model = save_model_file(
-        TransformerNet(channels=(4, 8, 8), num_residual=1), tmp_path / "m.pth", meta=meta
-    )
+    model = _tiny_model_file(tmp_path, style_file)
     for i in range(2):
         write_photo(tmp_path / "photos" / f"p{i}.png", size=(36, 28), seed=i)
     cmd = [sys.executable, "scripts/evaluate.py", "--model", model, "--images", tmp_path / "photos",
@@ -124,13 +129,8 @@ def test_evaluate_script_reports_both_gatys_starts(tmp_path, style_file):
     import sys
 
     from tests.conftest import REPO
-    from transformer_net.checkpoint import save_model_file
-    from transformer_net.model import TransformerNet
 
-    meta = {"style_image": str(style_file), "loss": {"vgg_weights": "random", "style_weight": 1e9}}
-    model = save_model_file(
-        TransformerNet(channels=(4, 8, 8), num_residual=1), tmp_path / "m.pth", meta=meta
-    )
+    model = _tiny_model_file(tmp_path, style_file)
     write_photo(tmp_path / "photos" / "p0.png", size=(36, 28), seed=0)
     cmd = [sys.executable, "scripts/evaluate.py", "--model", model, "--images", tmp_path / "photos",
            "--size", "32", "--iterations", "2,4", "--out", tmp_path / "eval"]  # fmt: skip
