@@ -18,24 +18,32 @@ from __future__ import annotations
 import logging
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import hydra
 import pytorch_lightning as pl
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
+from pytorch_lightning.callbacks import ModelSummary, ProgressBar
+from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.plugins.environments import SLURMEnvironment
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+from transformer_net.atomic import DiskFullError
 from transformer_net.checkpoint import ModelFileError, save_model_file
+from transformer_net.console import next_steps, quiet_lightning
 from transformer_net.data import DataError
-from transformer_net.download import DownloadError, fetch_file
+from transformer_net.download import DownloadError
+from transformer_net.hparams import log_config
 from transformer_net.image import ImageError
 from transformer_net.inference import bf16_emulation_warning
 from transformer_net.module import NonFiniteLossError, auto_precision, write_preview
+from transformer_net.preflight import prepare_inputs, remove_unused_run_dir
+from transformer_net.preflight import resolve_styles as resolve_styles  # imported from here
+from transformer_net.runs import RunFolderError, resolve_resume, start_over
 from transformer_net.vgg import VGGWeightsError
 
 log = logging.getLogger("transformer_net.train")
@@ -50,26 +58,39 @@ USER_ERRORS = (
     ValueError,
     FileNotFoundError,
     NonFiniteLossError,
+    RunFolderError,
 )
 
 
 def train(cfg: DictConfig) -> dict[str, Path]:
     """Train as configured; returns the paths of the model file, last checkpoint and logs."""
     output_dir = Path(cfg.output_dir)
-    # Check the inputs before building a network or touching a GPU (the style
-    # image is decoded by the module, before the VGG weights are loaded).
-    styles = resolve_styles(cfg.style)
+    quiet_lightning()
+    # A SLURM job requeued after SIGUSR1 resumes from Lightning's hpc_ckpt_N.ckpt.
+    requeued = SLURMEnvironment.detect() and any(output_dir.glob("hpc_ckpt_*.ckpt"))
+    # The run folder first: a run that is refused must not download anything.
+    ckpt_path = resolve_resume(
+        output_dir=output_dir,
+        ckpt_path=cfg.ckpt_path,
+        model=OmegaConf.to_container(cfg.model, resolve=True),
+        loss=OmegaConf.to_container(cfg.loss, resolve=True),
+        model_file=Path(cfg.model_file),
+        overwrite=bool(cfg.get("overwrite", False)),
+        requeued=requeued,
+    )
+
+    # Check every input before building a network or touching a GPU, then fetch
+    # what is missing (style images, COCO sample, VGG weights); offline, one
+    # message names all that is missing (transformer_net/preflight.py).
+    styles = prepare_inputs(cfg)
     multi = "names" in cfg.style
     if multi:  # style=multi: the module gets the lists (in the order of style.names)
         cfg.module.style_image = [str(path) for _, path in styles]
         cfg.module.style_name = [name for name, _ in styles]
     else:
         cfg.style.image = str(styles[0][1])
-    vgg_weights = str(cfg.loss.vgg_weights)
-    if vgg_weights not in ("imagenet", "random") and not Path(vgg_weights).is_file():
-        raise VGGWeightsError(f"{vgg_weights}: VGG-16 weights file not found (loss.vgg_weights)")
-    ckpt_path = resolve_ckpt_path(cfg.ckpt_path, output_dir)
-
+    if not ckpt_path and cfg.get("overwrite", False):
+        start_over(output_dir)
     if cfg.trainer.precision == "auto":
         cfg.trainer.precision = auto_precision()
     on_cpu = cfg.trainer.accelerator == "cpu" or not torch.cuda.is_available()
@@ -82,16 +103,22 @@ def train(cfg: DictConfig) -> dict[str, Path]:
     datamodule.find_files()
     module = hydra.utils.instantiate(cfg.module)
     callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
-    # A SLURM job requeued after SIGUSR1 resumes from Lightning's hpc_ckpt_N.ckpt.
-    requeued = SLURMEnvironment.detect() and any(output_dir.glob("hpc_ckpt_*.ckpt"))
+    # Lightning refuses a progress bar callback when trainer.enable_progress_bar is
+    # false; the switches decide, whatever the callbacks group holds.
+    if not cfg.trainer.get("enable_progress_bar", True):
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    if not cfg.trainer.get("enable_model_summary", True):
+        callbacks = [c for c in callbacks if not isinstance(c, ModelSummary)]
     if ckpt_path or requeued:
         continue_log_versions(cfg)
     loggers = [hydra.utils.instantiate(c) for c in (cfg.get("logger") or {}).values()]
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
-    for logger in trainer.loggers:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    # The resolved config: hparams.yaml, and TensorBoard's HPARAMS tab against val/loss.
+    log_config(trainer.loggers, OmegaConf.to_container(cfg, resolve=True))
 
+    started = time.monotonic()
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    seconds = time.monotonic() - started
 
     # ModelCheckpoint saves every N steps; the final state is saved here, on every
     # rank (Lightning writes on rank 0), so that `ckpt_path=last` extends the run.
@@ -116,69 +143,17 @@ def train(cfg: DictConfig) -> dict[str, Path]:
         result["model_file"] = save_model_file(module.transformer, cfg.model_file, meta=meta)
         preview = datamodule.preview_images(4)  # (n, 3, S, S) uint8
         result["preview"] = write_preview(module.transformer, preview, output_dir / "preview.jpg")
-        log.info("model file: %s", result["model_file"])
-        log.info("preview: %s", result["preview"])
-    return result
-
-
-def resolve_styles(style: DictConfig) -> list[tuple[str, Path]]:
-    """(name, image path) of each style: the one style, or those of ``style.names``.
-
-    ``style=multi`` lists names of ``style.catalog`` entries (the single-style
-    configs, plus any added with ``+style.catalog.<name>.image=...``).
-    """
-    if "names" not in style:
-        return [(style.name, resolve_style_image(style))]
-    names = [str(name) for name in style.names]
-    if not names:
-        raise ValueError("style.names is empty: list the styles to train")
-    if len(set(names)) != len(names):
-        raise ValueError(f"style.names lists a style twice: {names}")
-    catalog = style.get("catalog") or {}
-    for name in names:  # all names are checked before anything is downloaded
-        if name not in catalog:
-            raise ValueError(
-                f"style.names: unknown style {name!r}; known: {', '.join(catalog)} "
-                f"(add a painting with +style.catalog.{name}.image=/path/painting.jpg)"
-            )
-    result = []
-    for name in names:
-        entry = OmegaConf.create(
-            {"name": name, "image": catalog[name].get("image"), "url": catalog[name].get("url")}
+        log_dirs = [lg.root_dir for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
+        summary = next_steps(
+            steps=int(trainer.global_step),
+            seconds=seconds,
+            model_file=result["model_file"],
+            preview=result["preview"],
+            log_dir=Path(log_dirs[0]) if log_dirs else None,
+            styles=[name for name, _ in styles] if multi else (),
         )
-        result.append((name, resolve_style_image(entry, key=f"style.catalog.{name}.image")))
+        print(summary, flush=True)  # stdout: what to do next, after the progress bar
     return result
-
-
-def resolve_style_image(style: DictConfig, *, key: str = "style.image") -> Path:
-    """The style config's image path, downloading ``style.url`` once if no path is set."""
-    if style.get("image"):
-        path = Path(style.image).expanduser()
-        if not path.is_file():
-            raise ImageError(f"{path}: style image not found ({key})")
-        return path
-    if not style.get("url"):
-        raise ValueError(f"style {style.name!r} has neither style.image nor style.url")
-    suffix = Path(str(style.url)).suffix or ".jpg"
-    try:
-        return fetch_file(str(style.url), name=f"{style.name}{suffix}", subdir="styles")
-    except DownloadError as e:
-        raise DownloadError(f"{e} (offline: pass {key}=/path/to/painting.jpg)") from None
-
-
-def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
-    """``last`` -> <output_dir>/checkpoints/last.ckpt if it exists (else a fresh start)."""
-    if ckpt_path in (None, ""):
-        return None
-    if ckpt_path == "last":
-        last = output_dir / "checkpoints" / "last.ckpt"
-        if last.is_file():
-            return str(last)
-        log.warning("no checkpoint at %s: starting a new run", last)
-        return None
-    if not Path(ckpt_path).is_file():
-        raise FileNotFoundError(f"{ckpt_path}: checkpoint not found (ckpt_path)")
-    return str(ckpt_path)
 
 
 def continue_log_versions(cfg: DictConfig) -> None:
@@ -203,10 +178,14 @@ def continue_log_versions(cfg: DictConfig) -> None:
 @hydra.main(version_base="1.3", config_path="configs", config_name="train")
 def main(cfg: DictConfig) -> None:
     torch.set_float32_matmul_precision("high")
-    # A deprecation inside Lightning itself, not actionable by users.
-    warnings.filterwarnings("ignore", message=r".*treespec, LeafSpec.*")
+    run_dir = Path(HydraConfig.get().runtime.output_dir)  # Hydra created it before this call
+    finished = False
     try:
         train(cfg)
+        finished = True
+    except DiskFullError as e:  # failed work, not bad usage: the message says what was kept
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
     except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
@@ -220,6 +199,10 @@ def main(cfg: DictConfig) -> None:
         # so schedulers see a killed job (and requeue it where configured).
         print("stopped by SIGTERM; resume with ckpt_path=last", file=sys.stderr)
         sys.exit(143)
+    finally:
+        # A run that failed before training leaves no folder holding only Hydra's files.
+        if not finished:
+            remove_unused_run_dir(run_dir)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,13 @@ from transformer_net.image import (
 from transformer_net.inference import pick_device
 from transformer_net.loss import PerceptualLoss
 from transformer_net.optimize import INITS, optimize_image
-from transformer_net.vgg import VGGWeightsError
+from transformer_net.vgg import (
+    DOWNLOADED_WEIGHTS,
+    WEIGHT_NAMES,
+    VGGWeightsError,
+    default_preprocessing,
+    fetch_vgg16,
+)
 
 EPILOG = """\
 examples:
@@ -49,7 +55,9 @@ examples:
 
 The loss settings and the style image come from the model file's metadata
 (written by train.py); --style, --vgg-weights, --preprocessing and the weights
-override them.
+override them. Without metadata the loss network is the default, caffe (Johnson
+et al.'s VGG-16, downloaded once into the torch hub cache; offline:
+--vgg-weights /path/vgg16.pth --preprocessing caffe).
 """
 
 
@@ -62,8 +70,15 @@ def build_loss(args, meta: dict, device) -> PerceptualLoss:
         value = getattr(args, key)
         if value is not None:
             cfg[key] = value
-    cfg.setdefault("vgg_weights", "imagenet")
-    cfg.setdefault("preprocessing", "torchvision")
+    weights = str(cfg.setdefault("vgg_weights", "caffe"))
+    if args.preprocessing is None and (
+        args.vgg_weights in WEIGHT_NAMES or "preprocessing" not in cfg
+    ):
+        cfg["preprocessing"] = default_preprocessing(weights)  # a named release has its own
+    if weights in DOWNLOADED_WEIGHTS:  # once, into the torch hub cache
+        fetch_vgg16(
+            weights, hint=f"--vgg-weights /path/vgg16.pth --preprocessing {cfg['preprocessing']}"
+        )
     style_size = args.style_size or meta.get("image_size") or args.size
     style = load_image(style_path, max_side=style_size)
     return PerceptualLoss(style_image=style.float(), **cfg).to(device), style
@@ -255,8 +270,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-images", type=int, default=None)
     p.add_argument("--style", default=None, help="style image (default: from the model file)")
     p.add_argument("--style-size", type=int, default=None)
-    p.add_argument("--vgg-weights", default=None)
-    p.add_argument("--preprocessing", choices=["torchvision", "caffe"], default=None)
+    p.add_argument(
+        "--vgg-weights", default=None,
+        help="caffe (Johnson et al.'s VGG-16), imagenet (torchvision's) or a .pth file "
+        "(default: as in the model file, else caffe)",
+    )  # fmt: skip
+    p.add_argument(
+        "--preprocessing", choices=["torchvision", "caffe"], default=None,
+        help="default: that of a named --vgg-weights (imagenet: torchvision, caffe: caffe), "
+        "else as in the model file, else caffe",
+    )  # fmt: skip
     p.add_argument("--content-weight", type=float, default=None)
     p.add_argument("--style-weight", type=float, default=None)
     p.add_argument("--tv-weight", type=float, default=None)

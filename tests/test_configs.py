@@ -39,9 +39,8 @@ def test_defaults_follow_johnson_et_al():
     assert dict(cfg.loss.content_layers) == {"relu3_3": 1.0}
     module = OmegaConf.to_container(cfg.module, resolve=True)
     assert module["model"] == {"channels": [32, 64, 128], "num_residual": 5}
-    assert (
-        module["loss"]["preprocessing"] == "torchvision" and module["style_name"] == "starry_night"
-    )
+    assert module["loss"]["preprocessing"] == "caffe" and module["style_name"] == "starry_night"
+    assert module["loss"]["vgg_weights"] == "caffe" and module["loss"]["style_weight"] == 1.0
 
 
 @pytest.mark.parametrize("style", STYLES)
@@ -60,11 +59,12 @@ def test_custom_style_needs_an_image():
     assert cfg.module.style_image == "/x/monet.jpg" and cfg.model_file == "outputs/monet/monet.pth"
 
 
-def test_caffe_loss_group_needs_a_weights_file():
-    cfg = make_cfg(["loss=caffe"])
-    assert cfg.loss.preprocessing == "caffe" and cfg.loss.style_weight == 1.0
-    with pytest.raises(MissingMandatoryValue):
-        _ = cfg.loss.vgg_weights
+def test_loss_groups_pair_weights_with_their_preprocessing():
+    cfg = make_cfg(["loss.vgg_weights=/x/vgg16.pth"])  # offline: the caffe group, a local file
+    assert cfg.loss.preprocessing == "caffe" and cfg.loss.vgg_weights == "/x/vgg16.pth"
+    cfg = make_cfg(["loss=torchvision"])
+    assert cfg.loss.vgg_weights == "imagenet" and cfg.loss.preprocessing == "torchvision"
+    assert cfg.loss.style_weight == 1e5
 
 
 def test_quickstart_experiment_is_small():

@@ -322,8 +322,42 @@ def test_fetch_coco_sample_raises_when_most_fail(server, monkeypatch, tmp_path):
     good = server.add("/train2017/000000000001.jpg", b"img")
     missing = [server.url(f"/train2017/00000000010{i}.jpg") for i in range(3)]
     monkeypatch.setattr(dl, "COCO_SAMPLE_URLS", (good, *missing))
-    with pytest.raises(dl.DownloadError, match="only 1 of 4"):
+    with pytest.raises(dl.DownloadError, match=r"\(1 of 4 photos: .*data.root=/path/to/photos"):
         dl.fetch_coco_sample(tmp_path / "sample", progress=False)
+    assert (tmp_path / "sample" / "000000000001.jpg").is_file()  # what arrived is kept
+
+
+def test_download_error_says_whether_the_server_was_reached(server, tmp_path):
+    with pytest.raises(dl.DownloadError) as refused:
+        dl.download(server.url("/nope.bin"), tmp_path / "a" / "nope.bin", progress=False)
+    with pytest.raises(dl.DownloadError) as unreachable:
+        dl.download("http://127.0.0.1:1/x.bin", tmp_path / "b" / "c" / "x.bin", progress=False)
+    assert not refused.value.network and unreachable.value.network
+    # Folders made for a file that never arrived are removed again.
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_offline_coco_sample_fails_in_one_line_and_leaves_no_folder(monkeypatch, tmp_path, capfd):
+    urls = tuple(f"http://127.0.0.1:1/train2017/{i:012d}.jpg" for i in range(48))
+    monkeypatch.setattr(dl, "COCO_SAMPLE_URLS", urls)
+    calls = []
+    real = dl.download
+    monkeypatch.setattr(dl, "download", lambda *a, **k: calls.append(a) or real(*a, **k))
+    dest = tmp_path / "data" / "coco_sample"
+    with pytest.raises(dl.DownloadError) as info:
+        dl.fetch_coco_sample(dest)
+    message = str(info.value)
+    assert "\n" not in message and message.endswith("data.root=/path/to/photos")
+    assert "0 of 48 photos" in message and "127.0.0.1:1" in message
+    assert len(calls) == 1  # offline: one try, not 48
+    assert capfd.readouterr().err == ""  # nothing per photo: the error is the one line
+    assert not (tmp_path / "data").exists()
+    # A folder that was there before stays, with what it held.
+    dest.mkdir(parents=True)
+    (dest / "README.txt").write_text("mine")
+    with pytest.raises(dl.DownloadError):
+        dl.fetch_coco_sample(dest)
+    assert [p.name for p in dest.iterdir()] == ["README.txt"]
 
 
 # --- CLI ------------------------------------------------------------------------

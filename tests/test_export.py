@@ -1,6 +1,8 @@
 """ONNX and TorchScript export: dynamic sizes match PyTorch, stylize.py runs the files."""
 
+import contextlib
 import importlib.util
+import io
 import os
 import re
 import subprocess
@@ -219,3 +221,41 @@ def test_fixed_size_onnx(net, tmp_path):
     assert session.get_inputs()[0].shape == [1, 3, 16, 20]
     x, expected = reference(net, 16, 20)
     assert np.abs(session.run(None, {"image": x.numpy()})[0] - expected.numpy()).max() < 1e-3
+
+
+def test_runners_take_batches_of_frames(net, onnx_file, ts_file, tmp_path):
+    frames = torch.randint(0, 256, (3, 3, 20, 12), dtype=torch.uint8)
+    fixed = export_onnx(net, tmp_path / "fixed.onnx", dynamic=False, size=(20, 12))
+    for stylizer in (
+        OnnxStylizer(model_path=onnx_file, device="cpu"),
+        OnnxStylizer(model_path=fixed, device="cpu"),  # batch 1 only: run frame by frame
+        TorchScriptStylizer(model_path=ts_file, device="cpu"),
+    ):
+        out = stylizer.batch(frames)
+        assert out.dtype == torch.uint8 and out.shape == frames.shape
+        assert torch.equal(out, torch.stack([stylizer(f) for f in frames]))
+
+
+def test_exported_weights_with_nan_are_refused(tmp_path):
+    torch.manual_seed(0)
+    bad = TransformerNet(channels=(4, 8, 8), num_residual=1).eval()
+    with torch.no_grad():
+        bad.in2.bias[3] = float("nan")  # what a diverged training run leaves behind
+    ts = export_torchscript(bad, tmp_path / "bad.pt")
+    with pytest.raises(ModelFileError) as e:
+        TorchScriptStylizer(model_path=ts, device="cpu")
+    assert str(e.value) == (
+        f"{ts}: weights hold NaN/inf (1 of 8 values of 'in2.bias'): "
+        "the model would give black images (training diverged?)"
+    )
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    path = export_onnx(bad, tmp_path / "bad.onnx")
+    src = write_photo(tmp_path / "in.png", size=(8, 8))
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        rc = stylize_cli.main(["--model", str(path), "--input", str(src),
+                               "--output", str(tmp_path / "o.png")])  # fmt: skip
+    assert rc == 2 and err.getvalue().count("\n") == 1
+    assert err.getvalue().startswith(f"error: {path}: weights hold NaN/inf (")
+    assert not (tmp_path / "o.png").exists()

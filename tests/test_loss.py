@@ -4,7 +4,6 @@ import pytest
 import torch
 
 from tests.conftest import CAFFE_VGG, require
-from transformer_net import vgg as vgg_mod
 from transformer_net.loss import PerceptualLoss, gram_matrix, total_variation
 from transformer_net.vgg import (
     LAYER_INDEX,
@@ -104,22 +103,44 @@ def test_vgg_wrong_tensors(tmp_path):
         VGGFeatures(layers=["relu1_1"], weights=str(path), preprocessing="caffe")
 
 
-def test_imagenet_download_failure_tells_how_to_go_offline(monkeypatch):
-    from torchvision.models import VGG16_Weights
+class _Opaque:  # a pickled object other than a tensor
+    pass
 
-    def offline(self, *args, **kwargs):
+
+def test_vgg_file_with_code_is_refused_without_torchs_retry_advice(tmp_path):
+    path = tmp_path / "pickled.pth"
+    torch.save({"features.0.weight": torch.zeros(64, 3, 3, 3), "extra": _Opaque()}, path)
+    with pytest.raises(VGGWeightsError) as info:
+        VGGFeatures(layers=["relu1_1"], weights=str(path), preprocessing="caffe")
+    message = str(info.value)
+    assert message.startswith(f"{path}: refused: ") and "could run code" in message
+    assert "_Opaque" in message and "\n" not in message
+    assert "weights_only" not in message and "trust" not in message
+
+
+def test_imagenet_download_failure_tells_how_to_go_offline(tmp_path, monkeypatch):
+    def offline(*args, **kwargs):
         raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
 
-    monkeypatch.setattr(type(VGG16_Weights.IMAGENET1K_V1), "get_state_dict", offline)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(torch.hub, "_hub_dir", None)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
     with pytest.raises(VGGWeightsError) as info:
         VGGFeatures(layers=["relu1_2"], weights="imagenet", preprocessing="torchvision")
     message = str(info.value)
-    assert "download.pytorch.org" in message and "loss.vgg_weights=" in message
+    assert "download.pytorch.org" in message and "Temporary failure" in message
+    # No tool named its own way: the message names both (train.py, stylize/evaluate).
+    assert "loss.vgg_weights=/path/vgg16.pth (train.py)" in message
+    assert "--vgg-weights /path/vgg16.pth --preprocessing torchvision" in message
 
 
-def test_imagenet_download_path_uses_torchvision_state_dict(monkeypatch):
+def test_imagenet_uses_torchvisions_cached_file(tmp_path, monkeypatch):
     full = {f"features.{k}": v for k, v in build_vgg16_features("relu5_3").state_dict().items()}
-    monkeypatch.setattr(vgg_mod, "_download_torchvision_vgg16", lambda: full)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(torch.hub, "_hub_dir", None)
+    cached = tmp_path / "hub" / "checkpoints" / "vgg16-397923af.pth"  # torchvision's name
+    cached.parent.mkdir(parents=True)
+    torch.save(full, cached)
     net = VGGFeatures(layers=["relu2_2"], weights="imagenet", preprocessing="torchvision")
     torch.testing.assert_close(net.features[5].weight, full["features.5.weight"])
 

@@ -334,3 +334,147 @@ def test_every_kind_of_input_has_a_defined_outcome(tmp_path, tiny_model):
             line = next(line for line in proc.stderr.splitlines() if name in line)
             assert line.startswith("error: ") and outcome in line, line
     assert "done 7, skipped 0, failed 3" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def _main(*args) -> tuple[int, str]:
+    """stylize.py's main() in this process -> (exit code, stderr); argparse exits too."""
+    import contextlib
+    import io
+
+    from transformer_net import stylize_cli
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            rc = stylize_cli.main([str(a) for a in args])
+        except SystemExit as e:  # argparse's errors
+            rc = e.code
+    return rc, err.getvalue()
+
+
+def test_inputs_with_the_same_output_name_all_keep_their_result(tmp_path, tiny_model):
+    src, out = tmp_path / "in", tmp_path / "out"
+    write_photo(src / "a.png", seed=1)
+    write_photo(src / "a.gif", seed=2, mode="P")  # GIF and PPM are written as PNG: a.png too
+    write_photo(src / "a.ppm", seed=3)
+    rc, err = _main("--model", tiny_model, "--input", src, "--output", out)
+    assert rc == 0, err
+    assert sorted(p.name for p in out.iterdir()) == ["a.gif.png", "a.png", "a.ppm.png"]
+    assert f"note: {src / 'a.gif'} -> {out / 'a.gif.png'} (its plain output name is shared" in err
+    assert "done 3, skipped 0, failed 0, renamed 2 (name clashes)" in err
+    for name, result in [("a.png", "a.png"), ("a.gif", "a.gif.png"), ("a.ppm", "a.ppm.png")]:
+        single = tmp_path / f"single-{name}.png"  # each output is the result of its own input
+        assert _main("--model", tiny_model, "--input", src / name, "--output", single)[0] == 0
+        assert np.array_equal(np.asarray(Image.open(out / result)), np.asarray(Image.open(single)))
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    rc, err = _main("--model", tiny_model, "--input", src, "--output", out, "--quiet")
+    assert rc == 0 and "done 0, skipped 3, failed 0, renamed 2" in err and "note:" not in err
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before  # rerun: same names
+
+
+def test_output_name_clashes_are_planned_before_any_work(tmp_path):
+    from transformer_net.stylize_cli import Summary, plan_jobs
+
+    src, dst = tmp_path / "in", tmp_path / "out"
+    for name in ["a.png", "a.gif", "a.gif.png", "a.ppm", "B.jpg", "b.jpg", "c.tif"]:
+        write_photo(src / name)
+    summary = Summary()
+    jobs = {p.name: o.name for p, o in plan_jobs(src, dst, summary)}
+    assert jobs == {
+        "a.png": "a.png",  # written under its own name: keeps it
+        "a.gif.png": "a.gif.png",  # a real input holding the name a.gif would get
+        "a.gif": "a.gif.2.png",
+        "a.ppm": "a.ppm.png",
+        "B.jpg": "B.jpg",  # one file on macOS and Windows: the first in sorted order keeps it
+        "b.jpg": "b.jpg.jpg",
+        "c.tif": "c.tif",
+    }
+    assert sorted(p.name for p, _, _ in summary.renamed) == ["a.gif", "a.ppm", "b.jpg"]
+    assert not dst.exists()  # planning writes nothing
+
+
+@pytest.mark.parametrize("content", ["nothing", "only text files"])
+def test_folder_without_images_is_one_line_error(tmp_path, tiny_model, content):
+    src = tmp_path / "in"
+    src.mkdir()
+    if content != "nothing":
+        (src / "notes.txt").write_text("not an image")
+    rc, err = _main("--model", tiny_model, "--input", src, "--output", tmp_path / "out")
+    expected = "empty folder" if content == "nothing" else "no image or video files (1 other"
+    assert rc == 1 and err.count("\n") == 1, err
+    assert err.startswith(f"error: {src}: {expected}") and "nothing to stylize" in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "option,message",
+    [
+        (["--scale", "inf"], "error: argument --scale: must be a finite number > 0, got inf"),
+        (["--scale", "nan"], "error: argument --scale: must be a finite number > 0, got nan"),
+        (["--scale", "0"], "error: argument --scale: must be a finite number > 0, got 0"),
+        (["--scale", "-0.5"], "error: argument --scale: must be a finite number > 0, got -0.5"),
+        (["--scale", "1e6"], "error: argument --scale: 1e6 makes even a 1x1 image larger than "
+                             "the limit of 400 MP per image"),
+        (["--size", "0"], "error: argument --size: must be at least 1 pixel, got 0"),
+        (["--size", "-8"], "error: argument --size: must be at least 1 pixel, got -8"),
+        (["--size", "1e3"], "error: argument --size: expected a whole number of pixels, got '1e3'"),
+        (["--size", "100000"], "error: --size 100000: {src}: resizing 40x30 to 100000x75000 "
+                               "(7500 MP) exceeds the limit of 400 MP per image"),
+        (["--scale", "1000"], "error: --scale 1000: {src}: resizing 40x30 to 40000x30000 "
+                              "(1200 MP) exceeds the limit of 400 MP per image"),
+        (["--output", "{tmp}/out.xyz"], "error: --output {tmp}/out.xyz: Pillow cannot write "
+                                        "'.xyz' images (use .jpg, .png, .webp or .tif)"),
+        (["--output", "{tmp}/out.psd"], "error: --output {tmp}/out.psd: Pillow cannot write "
+                                        "'.psd' images"),
+        (["--output", "{tmp}/out"], "error: --output {tmp}/out: no file extension"),
+    ],
+)  # fmt: skip
+def test_bad_size_scale_and_output_name_are_refused_before_the_model_loads(
+    tmp_path, option, message
+):
+    src = write_photo(tmp_path / "in.jpg", size=(40, 30))
+    option = [o.format(tmp=tmp_path) for o in option]
+    output = [] if option[0] == "--output" else ["--output", str(tmp_path / "o.png")]
+    # The model file does not exist: reaching it would say "model file not found".
+    rc, err = _main("--model", tmp_path / "never.pth", "--input", src, *output, *option)
+    assert rc == 2 and err.count("\n") == 1, err
+    assert err.startswith(message.format(src=src, tmp=tmp_path)), err
+    assert list(tmp_path.iterdir()) == [src]
+
+
+def test_too_large_resize_in_a_folder_fails_that_image_only(tmp_path, tiny_model):
+    src = tmp_path / "in"
+    write_photo(src / "small.png", size=(4, 3))
+    write_photo(src / "big.png", size=(400, 300))
+    rc, err = _main("--model", tiny_model, "--input", src, "--output", tmp_path / "out",
+                    "--scale", "100")  # fmt: skip
+    assert rc == 1
+    assert f"error: {src / 'big.png'}: resizing 400x300 to 40000x30000 (1200 MP) exceeds" in err
+    assert Image.open(tmp_path / "out" / "small.png").size == (400, 300)
+    assert "done 1, skipped 0, failed 1" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "name,payload,message",
+    [
+        ("nan.pth", "nan", "weights hold NaN/inf (1 of 576 values of 'res1.conv1.conv2d.weight')"),
+        ("args.pth", "args",
+         "not a transformer-net model ('model_args' is a list, expected a dict)"),
+        ("sd.pth", "sd", "not a transformer-net model ('state_dict' is a list, expected a dict)"),
+    ],
+)  # fmt: skip
+def test_bad_model_contents_are_one_line_errors(tmp_path, tiny_model, name, payload, message):
+    raw = torch.load(tiny_model, weights_only=True)
+    if payload == "nan":
+        raw["state_dict"]["res1.conv1.conv2d.weight"][0, 0, 0, 0] = float("nan")
+    elif payload == "args":
+        raw["model_args"] = [4, 8, 8]
+    else:
+        raw["state_dict"] = list(raw["state_dict"].values())
+    torch.save(raw, tmp_path / name)
+    src = write_photo(tmp_path / "in.png")
+    rc, err = _main("--model", tmp_path / name, "--input", src, "--output", tmp_path / "o.png")
+    assert rc == 2 and err == f"error: {tmp_path / name}: {message}" + (
+        ": the model would give black images (training diverged?)\n" if payload == "nan" else "\n"
+    )
+    assert not (tmp_path / "o.png").exists()

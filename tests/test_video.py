@@ -326,3 +326,39 @@ def test_strength_and_preserve_color_apply_to_video_frames(tmp_path, tiny_model,
     )
     got = probe(out)["pixels"].astype(float)
     assert np.abs(got - expected.permute(0, 2, 3, 1).numpy()).mean() < 4
+
+
+@pytest.mark.parametrize("kind", ["onnx", "torchscript"])
+def test_exported_models_stylize_videos(tmp_path, kind):
+    """.onnx and TorchScript files run on batches of frames like a .pth model."""
+    from transformer_net.export import export_onnx, export_torchscript
+
+    if kind == "onnx":
+        pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    net = TransformerNet(channels=(4, 8, 8), num_residual=1).eval()
+    model = (export_onnx if kind == "onnx" else export_torchscript)(net, tmp_path / f"m.{kind}")
+    src = make_video(tmp_path / "in.mp4", frames=5, size=(32, 24), audio=None)
+    out = tmp_path / "out.mp4"
+    rc = main("--model", model, "--input", src, "--output", out, "--crf", "10",
+              "--batch-size", "2", "--quiet")  # fmt: skip
+    assert rc == 0
+    got = probe(out)
+    assert got["frames"] == 5 and got["size"] == (32, 24)
+    frames, _ = read_frames(src)
+    with torch.no_grad():
+        expected = net(frames.float()).clamp(0, 255).round()  # (T, 3, H, W)
+    err = np.abs(got["pixels"].astype(float) - expected.permute(0, 2, 3, 1).numpy()).mean()
+    assert err < 6, err  # H.264 + yuv420p losses only
+
+
+def test_video_output_name_and_size_are_checked_before_the_model_loads(tmp_path, clip, capsys):
+    never = tmp_path / "never.pth"  # not there: loading it would say "model file not found"
+    assert main("--model", never, "--input", clip, "--output", tmp_path / "o.png") == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --output {tmp_path / 'o.png'}: a video is written as a video")
+    rc = main("--model", never, "--input", clip, "--output", tmp_path / "o.mp4", "--size", "99999")
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1
+    assert err.startswith(f"error: --size 99999: {clip}: resizing 64x48 to 99999x74999 (7500 MP)")
+    assert list(tmp_path.iterdir()) == []

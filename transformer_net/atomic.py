@@ -1,17 +1,38 @@
 """Atomic file writes: a crash or a full disk never leaves a truncated file behind.
 
-Data goes to a temporary file in the destination folder, which is renamed over
-the destination only once it is complete (rename is atomic on POSIX and Windows).
+Data goes to a temporary file in the destination folder (never ``$TMPDIR``: a
+rename across filesystems becomes a copy that truncates the destination first),
+is flushed and fsynced, and only then renamed over the destination with
+``os.replace`` (atomic on POSIX and Windows). Every model file, checkpoint,
+image and video the project writes goes through :func:`atomic_path`.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
+
+_MB = 1e6
+# Kept free beyond the file itself: the filesystem's own metadata needs some room,
+# and a disk filled to the last byte breaks other programs (and our logs).
+_HEADROOM = 1 << 20
+_FULL = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+
+
+class DiskFullError(OSError):
+    """No space left for a write; names the folder, the space needed and what was kept."""
+
+    def __init__(self, message: str):
+        super().__init__(errno.ENOSPC, message)
+
+    def __str__(self) -> str:
+        return str(self.strerror)
 
 
 @contextmanager
@@ -21,13 +42,34 @@ def atomic_write(path: str | os.PathLike) -> Iterator[BinaryIO]:
         yield f
 
 
+def atomic_write_bytes(path: str | os.PathLike, data: bytes | memoryview) -> Path:
+    """Write ``data`` to ``path`` atomically, refusing up front if it cannot fit.
+
+    Knowing the size first (checkpoints and model files are serialized to memory)
+    lets a full disk be reported before anything is touched, with the exact space
+    needed; the ENOSPC path of :func:`atomic_path` still covers a disk that fills
+    while writing.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    needed = len(data)
+    free = shutil.disk_usage(path.parent).free
+    if needed + _HEADROOM > free:
+        raise DiskFullError(_full_message(path, needed=needed, free=free))
+    with atomic_path(path, size_hint=needed) as tmp, open(tmp, "wb") as f:
+        f.write(data)
+    return path
+
+
 @contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, *, size_hint: int | None = None) -> Iterator[Path]:
     """Like :func:`atomic_write` for writers that need a file name (e.g. a video muxer).
 
     Yields a temporary path in the destination folder with the same suffix (the
     muxer picks the container format from it); synced to disk and renamed over
-    ``path`` on success, deleted on any exception.
+    ``path`` on success, deleted on any exception. A full disk (ENOSPC, EDQUOT)
+    becomes :class:`DiskFullError`; ``size_hint`` (bytes) lets its message say
+    how much space the file needs.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -44,6 +86,49 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
+        _fsync_dir(path.parent)  # the rename itself survives a power cut
+    except OSError as e:
+        written = _size(tmp)
+        Path(tmp).unlink(missing_ok=True)
+        if e.errno in _FULL and not isinstance(e, DiskFullError):
+            needed = size_hint if size_hint is not None else None
+            free = shutil.disk_usage(path.parent).free
+            raise DiskFullError(
+                _full_message(path, needed=needed, written=written, free=free)
+            ) from None
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _full_message(path: Path, *, needed: int | None, free: int, written: int | None = None) -> str:
+    if needed is not None:
+        size = f"needs {needed / _MB:,.1f} MB"
+    else:
+        size = f"needs more than the {(written or 0) / _MB:,.1f} MB written before it filled"
+    kept = f"{path.name} was left as it was" if path.exists() else f"no {path.name} was written"
+    return (
+        f"{path.parent}: disk full: writing {path.name} {size}, {free / _MB:,.1f} MB free; {kept}"
+    )
+
+
+def _size(path: str) -> int | None:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return None
+
+
+def _fsync_dir(folder: Path) -> None:
+    """fsync a folder so a rename into it is durable (a no-op where not supported)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # Windows cannot open folders; its rename is durable by itself
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

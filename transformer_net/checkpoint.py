@@ -14,6 +14,12 @@ Three layouts are read, all through :func:`load_model`:
   ``running_mean``/``running_var`` keys that old PyTorch left in the released
   candy/mosaic/udnie/rain_princess models are ignored).
 
+Every file is checked before a network is built, so a bad one is one line
+naming it (ModelFileError), never a traceback: a malformed dict is ``FILE: not a
+transformer-net model (why)``; weights holding NaN/inf (a diverged run, which
+would only give black images) are refused; the network's widths come from the
+tensor shapes, so a wrong ``model_args`` entry cannot make it build a huge one.
+
 Multi-style networks (conditional instance norm) have the same tensor names with
 (N, C) instead of (C,) norm weights; where the arguments do not say
 ``num_styles`` it is read from those shapes.
@@ -21,15 +27,20 @@ Multi-style networks (conditional instance norm) have the same tensor names with
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
+import pickletools
+import re
+import warnings
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .atomic import atomic_write
+from .atomic import atomic_write_bytes
 from .model import TransformerNet
 
 FORMAT = "transformer-net"
@@ -59,9 +70,14 @@ def save_model_file(
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` that never leaves a truncated file (temp file + rename)."""
-    with atomic_write(path) as f:
-        torch.save(obj, f)
+    """``torch.save`` that never leaves a truncated file (temp file + rename).
+
+    Serialized to memory first (a model file is a few MB) so that a full disk is
+    reported before anything is touched, with the space the file needs.
+    """
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write_bytes(path, buffer.getbuffer())
 
 
 def check_model_path(path: Path) -> None:
@@ -75,70 +91,246 @@ def check_model_path(path: Path) -> None:
 
 
 def read_model_file(path: str | os.PathLike) -> tuple[dict, dict, dict]:
-    """Read any supported layout -> (model_args, state_dict, meta), without building."""
+    """Read any supported layout -> (model_args, state_dict, meta), without building.
+
+    Everything is checked before a network is built: malformed files raise
+    ModelFileError ``"FILE: not a transformer-net model (why)"``, weights with
+    NaN/inf raise one naming the first such tensor. ``model_args`` are those
+    that rebuild the network stored (checked against the tensor shapes).
+    """
     path = Path(path)
     check_model_path(path)
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        if "Unsupported global" in str(e):
-            raise ModelFileError(
-                f"{path}: refused to load: the file contains Python objects other than "
-                "tensors, which could run code (only weights_only files are loaded)"
-            ) from None
-        raise ModelFileError(
-            f"{path}: corrupt or not a PyTorch file (not loadable with weights_only=True)"
-        ) from None
-    except Exception as e:  # truncated zip, bad magic, I/O error: all mean 'not usable'
-        raise ModelFileError(f"{path}: corrupt or not a PyTorch file ({_short(e)})") from None
+    obj = _torch_load(path)
     if not isinstance(obj, Mapping):
-        raise ModelFileError(f"{path}: expected a dict of weights, found {type(obj).__name__}")
+        raise _not_ours(path, f"the file holds {_a(obj)}, not a dict of weights")
 
     if obj.get("format") == FORMAT:
         version = obj.get("version")
-        if not isinstance(version, int) or version > FORMAT_VERSION:
+        if isinstance(version, bool) or not isinstance(version, int):
+            raise _not_ours(path, f"'version' is {_a(version)}, expected an int")
+        if version > FORMAT_VERSION:
             raise ModelFileError(
                 f"{path}: model file version {version!r} is newer than this program "
                 f"understands ({FORMAT_VERSION}); upgrade transformer-net"
             )
-        return dict(obj["model_args"]), dict(obj["state_dict"]), dict(obj.get("meta") or {})
+        file_args = _field(path, obj, "model_args", Mapping, "a dict")
+        sd = _weights(path, _field(path, obj, "state_dict", Mapping, "a dict"), "state_dict")
+        meta = obj.get("meta")
+        if meta is not None and not isinstance(meta, Mapping):
+            raise _not_ours(path, f"'meta' is {_a(meta)}, expected a dict")
+        return _model_args(path, sd, file_args), sd, dict(meta or {})
 
-    if "state_dict" in obj and "pytorch-lightning_version" in obj:
-        sd = {
-            k[len(_LIGHTNING_PREFIX) :]: v
-            for k, v in obj["state_dict"].items()
-            if k.startswith(_LIGHTNING_PREFIX)
-        }
-        if not sd:
-            raise ModelFileError(f"{path}: Lightning checkpoint without a transformer network")
-        hparams = obj.get("hyper_parameters") or {}
-        args = hparams.get("model") or infer_model_args(sd)
-        meta = {"source": "lightning checkpoint", "global_step": obj.get("global_step")}
-        if isinstance(hparams.get("style_name"), (list, tuple)):  # a multi-style run
-            meta["styles"] = list(hparams["style_name"])
-        elif hparams.get("style_name"):
-            meta["style"] = hparams["style_name"]
-        # What train.py writes into model files, so that a model exported from
-        # any checkpoint can be evaluated with the loss it was trained with.
-        if isinstance(hparams.get("style_image"), str):
-            meta["style_image"] = hparams["style_image"]
-        if isinstance(hparams.get("loss"), dict):
-            meta["loss"] = dict(hparams["loss"])
-        return dict(args), sd, meta
+    if "state_dict" in obj or "pytorch-lightning_version" in obj:
+        return _read_lightning(path, obj)
 
     tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
-    if not tensors or len(tensors) != len(obj):
-        raise ModelFileError(
-            f"{path}: not a transformer-net model file, Lightning checkpoint or state dict"
-        )
-    sd = {k: v for k, v in tensors.items() if not k.endswith(_LEGACY_SUFFIXES)}
+    if not tensors:
+        keys = ", ".join(repr(k) for k in list(obj)[:5])
+        raise _not_ours(path, f"a dict without weight tensors (keys: {keys or 'none'})")
+    sd = {k: v for k, v in obj.items() if not str(k).endswith(_LEGACY_SUFFIXES)}
+    sd = _weights(path, sd, None)
+    return _model_args(path, sd, None), sd, {"source": "state dict"}
+
+
+def _read_lightning(path: Path, obj: Mapping) -> tuple[dict, dict, dict]:
+    """A Lightning checkpoint (or a dict shaped like one): the ``transformer.*`` weights."""
+    full = _field(path, obj, "state_dict", Mapping, "a dict")
+    sd = {
+        k[len(_LIGHTNING_PREFIX) :]: v
+        for k, v in full.items()
+        if isinstance(k, str) and k.startswith(_LIGHTNING_PREFIX)
+    }
+    if not sd:
+        raise ModelFileError(f"{path}: Lightning checkpoint without a transformer network")
+    sd = _weights(path, sd, "state_dict", prefix=_LIGHTNING_PREFIX)
+    hparams = obj.get("hyper_parameters")
+    if hparams is None:
+        hparams = {}
+    elif not isinstance(hparams, Mapping):
+        raise _not_ours(path, f"'hyper_parameters' is {_a(hparams)}, expected a dict")
+    file_args = hparams.get("model")
+    if file_args is not None and not isinstance(file_args, Mapping):
+        raise _not_ours(path, f"'hyper_parameters.model' is {_a(file_args)}, expected a dict")
+    meta = {"source": "lightning checkpoint", "global_step": obj.get("global_step")}
+    if isinstance(hparams.get("style_name"), (list, tuple)):  # a multi-style run
+        meta["styles"] = list(hparams["style_name"])
+    elif hparams.get("style_name"):
+        meta["style"] = hparams["style_name"]
+    # What train.py writes into model files, so that a model exported from
+    # any checkpoint can be evaluated with the loss it was trained with.
+    if isinstance(hparams.get("style_image"), str):
+        meta["style_image"] = hparams["style_image"]
+    if isinstance(hparams.get("loss"), Mapping):
+        meta["loss"] = dict(hparams["loss"])
+    return _model_args(path, sd, file_args), sd, meta
+
+
+def _torch_load(path: Path) -> Any:
+    """``torch.load(weights_only=True)``, its failures as one-line ModelFileErrors.
+
+    A file refused because it would import Python objects (which could run
+    code) gets a message saying so, distinct from a corrupt file.
+    """
     try:
-        args = infer_model_args(sd)
-    except KeyError as e:
-        raise ModelFileError(
-            f"{path}: not a TransformerNet state dict (no tensor {e.args[0]!r})"
-        ) from None
-    return args, sd, {"source": "state dict"}
+        with warnings.catch_warnings():
+            # torch warns on stderr about the pickle protocol of files torch.save
+            # did not write (raw pickles); the error below says all there is.
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # UnpicklingError, truncated zip, bad magic, I/O error
+        unsafe = _refused_global(str(e)) or _unsafe_pickle_global(path)
+        if unsafe:
+            raise ModelFileError(
+                f"{path}: refused to load: it holds a pickled Python object ({unsafe}), which "
+                "could run code when loaded; only weights (tensors, numbers, strings) are "
+                "loaded"
+            ) from None
+        # The unpickler's own words (a KeyError of a byte value, torch's advice on
+        # weights_only) say nothing to the user; zip and I/O errors do.
+        garbled = isinstance(e, (KeyError, EOFError, pickle.UnpicklingError))
+        reason = "unreadable data" if garbled else _short(e)
+        raise ModelFileError(f"{path}: corrupt or not a PyTorch file ({reason})") from None
+
+
+# torch's weights-only unpickler names the global it refused; the wording changed
+# across versions ("Unsupported global: GLOBAL x was not an allowed global",
+# "unsupported GLOBAL x whose module m is blocked", "call reduce for unrecognized
+# function x", "Can only create new object for ... but got <class x>").
+_REFUSED_GLOBAL = re.compile(
+    r"GLOBAL (?P<g>\S+)|unrecognized function (?P<f>\S+)|allowlisted via .*got (?P<c>\S+)"
+    r"|add_safe_globals\(\[(?P<s>[^\]]+)\]"
+)
+
+
+def _refused_global(message: str) -> str | None:
+    match = _REFUSED_GLOBAL.search(message)
+    if match is None:
+        return None
+    return next(g for g in match.groups() if g).rstrip(".,>'")
+
+
+def _unsafe_pickle_global(path: Path, limit: int = 64 << 20) -> str | None:
+    """The first global a pickle in ``path`` imports that weights-only loading refuses.
+
+    For pickles torch gives up on before it meets the global (a raw
+    ``pickle.dump`` of protocol 4+ fails on its FRAME opcode): reading the
+    opcodes runs nothing. None for anything that is not a readable pickle.
+    """
+    try:
+        if zipfile.is_zipfile(path):  # torch.save: the pickle is <name>/data.pkl
+            with zipfile.ZipFile(path) as z:
+                name = next((n for n in z.namelist() if n.endswith("/data.pkl")), None)
+                data = z.read(name)[:limit] if name else b""
+        else:
+            with open(path, "rb") as f:
+                data = f.read(limit)
+    except (OSError, zipfile.BadZipFile, KeyError):
+        return None
+    try:
+        from torch._weights_only_unpickler import _get_allowed_globals
+
+        allowed = set(_get_allowed_globals())
+    except Exception:  # noqa: BLE001 - private API: fall back to torch's own modules
+        allowed = None
+    strings: list[str] = []
+    try:
+        for op, arg, _ in pickletools.genops(data):
+            if op.name in ("GLOBAL", "INST"):
+                name = str(arg).replace(" ", ".")
+            elif op.name == "STACK_GLOBAL":  # module and name were pushed just before
+                name = ".".join(strings[-2:])
+            else:
+                if isinstance(arg, str):
+                    strings.append(arg)
+                continue
+            ok = name in allowed if allowed is not None else name.startswith("torch.")
+            if not ok:
+                return name
+    except Exception:  # noqa: BLE001 - not a pickle (or a damaged one): nothing to report
+        return None
+    return None
+
+
+def _not_ours(path: Path, why: str) -> ModelFileError:
+    return ModelFileError(f"{path}: not a transformer-net model ({why})")
+
+
+def _a(value: Any) -> str:
+    """'a list', 'an int', 'None': how a wrong value is described in errors."""
+    if value is None:
+        return "None"
+    name = type(value).__name__
+    return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
+
+
+_MISSING = object()
+
+
+def _field(path: Path, obj: Mapping, key: str, kind: type, expected: str) -> Any:
+    value = obj.get(key, _MISSING)
+    if value is _MISSING:
+        raise _not_ours(path, f"no '{key}'")
+    if not isinstance(value, kind):
+        raise _not_ours(path, f"'{key}' is {_a(value)}, expected {expected}")
+    return value
+
+
+def _weights(
+    path: Path, sd: Mapping, where: str | None, *, prefix: str = ""
+) -> dict[str, torch.Tensor]:
+    """``sd`` checked: string keys, floating-point tensors, all finite."""
+    out = {}
+    for key, value in sd.items():
+        name = f"{where}[{prefix + str(key)!r}]" if where else repr(key)
+        if not isinstance(key, str):
+            raise _not_ours(path, f"{where or 'the dict'} has a key {key!r} that is not a name")
+        if not isinstance(value, torch.Tensor):
+            raise _not_ours(path, f"{name} is {_a(value)} where a weight tensor should be")
+        if not value.is_floating_point():
+            raise _not_ours(path, f"{name} is a {value.dtype} tensor, expected floating point")
+        out[key] = value
+    for key, value in out.items():
+        # A diverged training run saves NaN weights: the model would only give
+        # black images, so it is refused here rather than stylizing with it.
+        bad = int((~torch.isfinite(value)).sum())
+        if bad:
+            raise ModelFileError(
+                f"{path}: weights hold NaN/inf ({bad} of {value.numel()} values of {key!r}): "
+                "the model would give black images (training diverged?)"
+            )
+    return out
+
+
+def _model_args(path: Path, sd: Mapping[str, torch.Tensor], file_args: Mapping | None) -> dict:
+    """The arguments that rebuild the network of ``sd``; ``file_args`` must agree with them.
+
+    They come from the tensor shapes, so a wrong number in a file (say
+    ``num_residual: 1e9``) is reported instead of building a network that size.
+    """
+    for name in ("conv1", "conv2", "conv3"):
+        weight = sd.get(f"{name}.conv2d.weight")
+        if weight is None:
+            raise _not_ours(path, f"no tensor '{name}.conv2d.weight'")
+        # Widths come from these shapes: an empty or flat tensor would build nonsense.
+        if weight.dim() != 4 or weight.numel() == 0:
+            raise _not_ours(
+                path,
+                f"'{name}.conv2d.weight' has shape {tuple(weight.shape)}, "
+                "expected a (out, in, k, k) convolution weight",
+            )
+    args = infer_model_args(sd)
+    for key, value in (file_args or {}).items():
+        if key not in ("channels", "num_residual", "num_styles"):
+            continue  # other (future) arguments are not needed to rebuild the network
+        expected = args.get(key, 1 if key == "num_styles" else None)
+        given = list(value) if isinstance(value, (list, tuple)) else value
+        if key == "num_styles" and given is None:
+            continue
+        if given != expected or isinstance(value, bool):
+            raise _not_ours(
+                path, f"model_args {key}={value!r} does not match the weights ({expected!r})"
+            )
+    return args
 
 
 def infer_model_args(state_dict: Mapping[str, torch.Tensor]) -> dict:
@@ -167,31 +359,30 @@ def load_model(
     """Build the TransformerNet stored in ``path`` -> (model in eval mode, meta)."""
     args, sd, meta = read_model_file(path)
     try:
-        model = TransformerNet(
-            channels=tuple(args.get("channels", (32, 64, 128))),
-            num_residual=int(args.get("num_residual", 5)),
-            num_styles=int(args.get("num_styles") or infer_num_styles(sd)),
-        )
-    except (TypeError, ValueError) as e:
-        raise ModelFileError(f"{path}: invalid model arguments {args!r} ({e})") from None
-    missing, unexpected = _key_mismatch(model, sd)
+        model = TransformerNet(**args)
+    except (TypeError, ValueError) as e:  # e.g. a zero width read from an empty tensor
+        raise _not_ours(Path(path), f"cannot build the network {args!r}: {e}") from None
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(sd))
+    unexpected = sorted(set(sd) - set(expected))
     if missing or unexpected:
         parts = []
         if missing:
-            parts.append(f"missing {len(missing)} tensors (first: {missing[0]!r})")
+            parts.append(f"{len(missing)} tensors missing, first {missing[0]!r}")
         if unexpected:
-            parts.append(f"{len(unexpected)} unknown tensors (first: {unexpected[0]!r})")
-        raise ModelFileError(f"{path}: not a TransformerNet model: {', '.join(parts)}")
+            parts.append(f"{len(unexpected)} unknown tensors, first {unexpected[0]!r}")
+        raise _not_ours(Path(path), "; ".join(parts))
+    for key, value in sd.items():  # name the tensor; load_state_dict's error is a list
+        if value.shape != expected[key].shape:
+            raise _not_ours(
+                Path(path),
+                f"{key!r} has shape {tuple(value.shape)}, expected {tuple(expected[key].shape)}",
+            )
     try:
         model.load_state_dict(sd)
     except RuntimeError as e:
-        raise ModelFileError(f"{path}: weights do not fit TransformerNet ({_short(e)})") from None
+        raise _not_ours(Path(path), f"weights do not fit ({_short(e)})") from None
     return model.to(device).eval(), meta
-
-
-def _key_mismatch(model: torch.nn.Module, sd: Mapping[str, Any]) -> tuple[list[str], list[str]]:
-    expected = set(model.state_dict())
-    return sorted(expected - set(sd)), sorted(set(sd) - expected)
 
 
 def _short(e: BaseException) -> str:

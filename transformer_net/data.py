@@ -23,13 +23,16 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .image import list_images, load_short_side, pil_to_tensor
+from .image import is_image_file, list_images, load_short_side, pil_to_tensor
 from .sampler import ResumableDataLoader, ResumableSampler, crop_rng, randrange
 
 log = logging.getLogger(__name__)
 # How many consecutive unreadable files a sample may skip before the data is
 # declared broken (a folder of mostly bad files is a configuration error).
 MAX_CONSECUTIVE_FAILURES = 50
+# Validation photos per batch at most (beyond the training batch size): they are
+# processed without gradients, so 16 take less memory than a training batch of 4.
+VAL_BATCH_LIMIT = 16
 
 
 class DataError(ValueError):
@@ -139,7 +142,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
         """Fetch a small COCO sample into ``root`` when asked to and it has no images."""
         from .prepared import is_prepared
 
-        has_data = self.root.is_dir() and (is_prepared(self.root) or list_images(self.root))
+        has_data = self.root.is_dir() and (is_prepared(self.root) or has_images(self.root))
         if self.download_sample > 0 and not has_data:
             from .download import fetch_coco_sample
 
@@ -234,16 +237,42 @@ class ImageFolderDataModule(pl.LightningDataModule):
         dataset = self._dataset(self.val_files, self.val_indices, train=False)
         if dataset is None:
             return []
-        return DataLoader(dataset, shuffle=False, **self._loader_options())
+        # Larger batches than training (no gradients): the default 8 validation
+        # photos are one batch, so that the sanity check before training (one
+        # batch, trainer.num_sanity_val_steps) sees them all and logs step 0.
+        options = {**self._loader_options(), "batch_size": self.val_batch_size}
+        return DataLoader(dataset, shuffle=False, **options)
+
+    @property
+    def val_batch_size(self) -> int:
+        """Validation batch size: at least the training batch, up to 16 photos."""
+        return max(self.batch_size, min(self.val_count, VAL_BATCH_LIMIT))
 
 
-def _images_in(folder: Path, key: str) -> list[Path]:
+def has_images(folder: str | os.PathLike) -> bool:
+    """Whether ``folder`` holds any photo (searched recursively, stops at the first)."""
+    for _dirpath, _dirs, names in os.walk(folder):
+        if any(is_image_file(name) for name in names):
+            return True
+    return False
+
+
+def check_folder(folder: Path, key: str, *, prepared_ok: bool = False) -> None:
+    """Raise DataError naming ``folder`` and the setting ``key`` if it holds no photos.
+
+    ``prepared_ok``: a folder made by scripts/prepare_dataset.py counts as photos.
+    """
+    from .prepared import is_prepared
+
     if not folder.exists():
         hint = " or get COCO: python scripts/download_coco.py" if key == "data.root" else ""
         raise DataError(f"{folder}: data folder does not exist (set {key}=/path/to/images{hint})")
     if not folder.is_dir():
         raise DataError(f"{folder}: not a folder (set {key}=/path/to/images)")
-    files = list_images(folder)
-    if not files:
+    if not ((prepared_ok and is_prepared(folder)) or has_images(folder)):
         raise DataError(f"{folder}: no images found (searched recursively for .jpg, .png, ...)")
-    return files
+
+
+def _images_in(folder: Path, key: str) -> list[Path]:
+    check_folder(folder, key)
+    return list_images(folder)

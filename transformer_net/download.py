@@ -48,7 +48,16 @@ _RESUME_HINT = "check your connection and rerun: the download resumes where it s
 
 
 class DownloadError(RuntimeError):
-    """A download or extraction failed; the one-line message names the URL or file."""
+    """A download or extraction failed; the one-line message names the URL or file.
+
+    ``network`` is True when the server could not be reached or the connection
+    broke (offline, DNS failure, timeout), as opposed to an answer such as HTTP
+    404 or a local problem such as a full disk: other downloads would fail too.
+    """
+
+    def __init__(self, message: str, *, network: bool = False) -> None:
+        super().__init__(message)
+        self.network = network
 
 
 def cache_dir() -> Path:
@@ -204,7 +213,8 @@ def _transfer(url: str, part: Path, *, progress: bool, timeout: float) -> None:
                 "the partial file was removed, rerun to download it again"
             )
         raise DownloadError(
-            f"{url}: the transfer stopped after {size} of {total} bytes; {_RESUME_HINT}"
+            f"{url}: the transfer stopped after {size} of {total} bytes; {_RESUME_HINT}",
+            network=True,
         )
 
 
@@ -221,6 +231,7 @@ def download(url: str, dest: Path, *, progress: bool = True, timeout: float = 60
     if dest.exists():
         return dest
     part = dest.with_suffix(dest.suffix + ".part")
+    created = _first_missing(dest.parent)  # removed again if nothing arrives
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -240,9 +251,13 @@ def download(url: str, dest: Path, *, progress: bool = True, timeout: float = 60
             )
         os.replace(part, dest)
     except DownloadError:
+        _remove_empty(dest.parent, up_to=created)
         raise
     except (OSError, http.client.HTTPException) as err:
-        raise DownloadError(f"could not download {url}: {_reason(err)}; {_RESUME_HINT}") from err
+        _remove_empty(dest.parent, up_to=created)  # a kept .part keeps its folder
+        raise DownloadError(
+            f"could not download {url}: {_reason(err)}; {_RESUME_HINT}", network=True
+        ) from err
     return dest
 
 
@@ -336,35 +351,87 @@ def download_coco(
 def fetch_coco_sample(dest: Path, *, count: int = 48, progress: bool = True) -> Path:
     """Download up to ``count`` COCO train2017 photos (from ``COCO_SAMPLE_URLS``) into ``dest``.
 
-    Files already present are skipped. A failed image is reported on stderr and
-    skipped; :class:`DownloadError` is raised only when fewer than half arrive.
+    Files already present are skipped. The first failure to reach the server
+    (offline) ends the fetch at once; photos the server refuses are skipped and
+    counted. Either way there is at most one line about it: a warning naming how
+    many photos are missing, or a :class:`DownloadError` when fewer than half
+    arrived, with the way to train on photos of one's own. Photos that arrived
+    are kept; folders created here are removed if they stay empty.
     """
     if count < 1:
         raise ValueError(f"count must be at least 1, got {count}")
     dest = Path(dest)
+    created = _first_missing(dest)  # the top folder mkdir will create, if any
     urls = COCO_SAMPLE_URLS[:count]
-    ok = 0
-    for i, url in enumerate(urls, 1):
-        target = dest / Path(urllib.parse.urlsplit(url).path).name
-        try:
-            download(url, target, progress=False, timeout=30)
-            ok += 1
-        except DownloadError as err:
-            target.with_suffix(target.suffix + ".part").unlink(missing_ok=True)
-            if progress:
-                sys.stderr.write("\n")
-            sys.stderr.write(f"warning: skipped {url}: {err}\n")
-        if progress:
-            sys.stderr.write(f"\rfetching COCO sample into {dest}: {i} / {len(urls)}")
-            sys.stderr.flush()
-    if progress:
-        sys.stderr.write("\n")
+    shown = progress and _is_terminal(sys.stderr)  # in-place updates only on a terminal
+    ok, failed, offline, drawn = 0, [], False, False
+    try:
+        for i, url in enumerate(urls, 1):
+            target = dest / Path(urllib.parse.urlsplit(url).path).name
+            try:
+                download(url, target, progress=False, timeout=30)
+                ok += 1
+            except DownloadError as err:
+                target.with_suffix(target.suffix + ".part").unlink(missing_ok=True)
+                failed.append(str(err))
+                if err.network:
+                    offline = True
+                    break  # offline: the other photos would fail the same way, one by one
+            if shown:
+                sys.stderr.write(f"\rfetching COCO sample into {dest}: {i} / {len(urls)}")
+                sys.stderr.flush()
+                drawn = True
+    finally:
+        if drawn:
+            sys.stderr.write("\n")
     if 2 * ok < len(urls):
+        _remove_empty(dest, up_to=created)
+        first = failed[0].split("; ")[0] if failed else "no photos"
         raise DownloadError(
-            f"only {ok} of {len(urls)} sample images could be fetched into {dest}; "
-            "check your connection and rerun: images already fetched are kept"
+            f"could not fetch the COCO sample into {dest} ({ok} of {len(urls)} photos: {first}); "
+            "offline, train on photos of your own instead: data.root=/path/to/photos"
+            + (" (the photos fetched are kept)" if ok else ""),
+            network=offline,
+        )
+    if failed:
+        print(
+            f"warning: {len(failed)} of {len(urls)} COCO sample photos could not be fetched "
+            f"(first: {failed[0].split('; ')[0]}); training on the {ok} others",
+            file=sys.stderr,
         )
     return dest
+
+
+def _is_terminal(stream: object) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The outermost folder of ``path`` (itself included) that does not exist yet."""
+    missing = None
+    for folder in (path, *path.parents):
+        if folder.exists():
+            break
+        missing = folder
+    return missing
+
+
+def _remove_empty(path: Path, *, up_to: Path | None) -> None:
+    """Remove ``path`` and its parents up to ``up_to`` while they are empty folders.
+
+    Only folders this process created (``up_to`` did not exist before) are
+    touched, and ``rmdir`` never removes a folder that holds anything.
+    """
+    if up_to is None:
+        return
+    for folder in (path, *path.parents):
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (or gone): everything above it stays
+            return
+        if folder == up_to:
+            return
 
 
 def fetch_file(

@@ -30,6 +30,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from .atomic import atomic_write
@@ -147,8 +148,31 @@ def is_torchscript_file(path: str | os.PathLike) -> bool:
 
 
 def _to_uint8(y: torch.Tensor) -> torch.Tensor:
-    """(1, 3, H, W) float -> (3, H, W) uint8, as ``inference.Stylizer`` rounds."""
-    return y.float().clamp_(0, 255).round_().to(torch.uint8)[0].cpu()
+    """(B, 3, H, W) float -> (B, 3, H, W) uint8 on the CPU, as ``inference.Stylizer`` rounds."""
+    return y.float().clamp_(0, 255).round_().to(torch.uint8).cpu()
+
+
+def _nonfinite_weights(path: Path, weights) -> None:
+    """ModelFileError naming ``path`` if any of the (name, array) ``weights`` holds NaN/inf.
+
+    A diverged training run exported as is gives only black images; this says
+    why instead (the model-file loader checks the same).
+    """
+    for name, value in weights:
+        if isinstance(value, torch.Tensor):
+            if not value.is_floating_point():
+                continue
+            finite = torch.isfinite(value.detach()).cpu().numpy()
+        elif np.issubdtype(value.dtype, np.floating):  # an ONNX initializer
+            finite = np.isfinite(value)
+        else:
+            continue
+        if not finite.all():
+            bad = int(finite.size - finite.sum())
+            raise ModelFileError(
+                f"{path}: weights hold NaN/inf ({bad} of {finite.size} values of {name!r}): "
+                "the model would give black images (training diverged?)"
+            )
 
 
 class OnnxStylizer:
@@ -189,12 +213,22 @@ class OnnxStylizer:
             raise ModelFileError(f"{path}: not an image model: expected one (B, 3, H, W) input, "
                                  f"found {shapes}")  # fmt: skip
         self.input_name = inputs[0].name
+        # A graph exported with dynamic=False takes batches of exactly that size.
+        batch = inputs[0].shape[0]
+        self.fixed_batch = batch if isinstance(batch, int) else None
         self.device = torch.device("cuda" if use_gpu else "cpu")
         self.dtype = torch.float32
+        _check_onnx_weights(path)
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
         """(3, H, W) uint8 RGB -> (3, H, W) uint8 RGB, same size."""
-        x = image.unsqueeze(0).float().numpy()  # (1, 3, H, W) float32 0-255
+        return self.batch(image.unsqueeze(0))[0]
+
+    def batch(self, frames: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) uint8 RGB -> (B, 3, H, W) uint8 RGB: one run for B frames (video)."""
+        if self.fixed_batch == 1 and frames.shape[0] > 1:  # dynamic=False export
+            return torch.cat([self.batch(f[None]) for f in frames])
+        x = frames.float().numpy()  # (B, 3, H, W) float32 0-255
         try:
             y = self.session.run(None, {self.input_name: x})[0]
         except Exception as e:
@@ -206,6 +240,19 @@ class OnnxStylizer:
         start = time.perf_counter()
         out = self(image)
         return out, time.perf_counter() - start
+
+
+def _check_onnx_weights(path: Path) -> None:
+    """NaN/inf in the graph's initializers (its weights); read when ``onnx`` is installed."""
+    try:
+        import onnx
+        from onnx import numpy_helper
+
+        model = onnx.load(str(path))
+        weights = [(i.name, numpy_helper.to_array(i)) for i in model.graph.initializer]
+    except Exception:  # noqa: BLE001 - no onnx package, or external data: onnxruntime ran it
+        return
+    _nonfinite_weights(path, weights)
 
 
 class TorchScriptStylizer:
@@ -230,12 +277,16 @@ class TorchScriptStylizer:
             raise ModelFileError(
                 f"{path}: corrupt or not a TorchScript file ({_short(e)})"
             ) from None
+        _nonfinite_weights(path, self.model.state_dict().items())
 
-    @torch.inference_mode()
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
         """(3, H, W) uint8 RGB -> (3, H, W) uint8 RGB, same size, on the CPU."""
-        x = image.to(self.device).unsqueeze(0).float()  # (1, 3, H, W)
-        return _to_uint8(self.model(x))
+        return self.batch(image.unsqueeze(0))[0]
+
+    @torch.inference_mode()
+    def batch(self, frames: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) uint8 RGB -> (B, 3, H, W) uint8 RGB on the CPU: one pass for B frames."""
+        return _to_uint8(self.model(frames.to(self.device).float()))
 
     def timed(self, image: torch.Tensor) -> tuple[torch.Tensor, float]:
         """Like calling it; also returns the wall time in seconds (device synchronized)."""

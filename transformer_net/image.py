@@ -7,6 +7,9 @@ palette, CMYK, RGBA, 16-bit) is converted to 8-bit RGB.
 
 from __future__ import annotations
 
+import functools
+import io
+import math
 import os
 from pathlib import Path
 
@@ -20,8 +23,10 @@ IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 )
 # Decompression-bomb guard: PIL warns at ~89 MP and refuses at twice that; a
-# 12000x9000 photo (108 MP) is legitimate here, so allow up to 400 MP.
-Image.MAX_IMAGE_PIXELS = 400_000_000
+# 12000x9000 photo (108 MP) is legitimate here, so allow up to 400 MP. Resizing
+# (--size, --scale) is held to the same limit: larger results cannot be read back.
+MAX_PIXELS = 400_000_000
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 
 
 class ImageError(ValueError):
@@ -31,6 +36,37 @@ class ImageError(ValueError):
 def is_image_file(path: str | os.PathLike) -> bool:
     """Whether the file name has an image extension (the content is not checked)."""
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+@functools.cache
+def _writable(suffix: str) -> str | None:
+    fmt = Image.registered_extensions().get(suffix)
+    if fmt is None or fmt not in Image.SAVE:
+        return None
+    try:  # some writers are stubs (GRIB, HDF5) or take other modes only (PFM)
+        Image.new("RGB", (1, 1)).save(io.BytesIO(), format=fmt)
+    except Exception:  # noqa: BLE001 - whatever the plugin raises means 'cannot write'
+        return None
+    return fmt
+
+
+def writable_format(path: str | os.PathLike) -> str | None:
+    """PIL's format for writing an RGB image to ``path`` (by extension); None if it cannot."""
+    return _writable(Path(path).suffix.lower())
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int] | None:
+    """(W, H) as displayed (EXIF rotation applied), from the header; None if unreadable.
+
+    Nothing is decoded, so a whole folder or a huge file is checked in milliseconds.
+    """
+    try:
+        with Image.open(path) as img:
+            w, h = img.size
+            rotated = img.getexif().get(0x0112) in (5, 6, 7, 8)  # orientation: 90 degrees
+    except Exception:  # noqa: BLE001 - the real load reports why
+        return None
+    return (h, w) if rotated else (w, h)
 
 
 def list_images(root: str | os.PathLike) -> list[Path]:
@@ -113,9 +149,12 @@ def load_image_alpha(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Like :func:`load_image`, plus the (H, W) uint8 alpha channel if there is one."""
     img = open_image(path)
+    try:
+        size = resized_size(img.size, max_side=max_side, scale=scale)
+    except ValueError as e:  # too large: said before any memory is spent on it
+        raise ImageError(f"{path}: {e}") from None
     alpha = img.convert("RGBA").getchannel("A") if has_alpha(img) else None
     img = to_rgb(img)
-    size = resized_size(img.size, max_side=max_side, scale=scale)
     if size != img.size:
         img = img.resize(size, Image.Resampling.LANCZOS)
         alpha = alpha.resize(size, Image.Resampling.LANCZOS) if alpha is not None else None
@@ -128,18 +167,28 @@ def load_image_alpha(
 def resized_size(
     size: tuple[int, int], *, max_side: int | None = None, scale: float | None = None
 ) -> tuple[int, int]:
-    """(W, H) after scaling the longer side to ``max_side`` or both by ``scale``."""
+    """(W, H) after scaling the longer side to ``max_side`` or both by ``scale``.
+
+    ValueError when the result would exceed :data:`MAX_PIXELS` (it could not be
+    decoded again, and would take gigabytes to compute).
+    """
     w, h = size
     if max_side is not None:
         if max_side < 1:
             raise ValueError(f"size must be >= 1, got {max_side}")
         factor = max_side / max(w, h)
     elif scale is not None:
-        if scale <= 0:
-            raise ValueError(f"scale must be > 0, got {scale}")
+        if not (math.isfinite(scale) and scale > 0):
+            raise ValueError(f"scale must be a finite number > 0, got {scale}")
         factor = scale
     else:
         return size
+    new_w, new_h = max(1.0, w * factor), max(1.0, h * factor)  # floats: no overflow
+    if new_w * new_h > MAX_PIXELS:
+        raise ValueError(
+            f"resizing {w}x{h} to {new_w:.0f}x{new_h:.0f} ({new_w * new_h / 1e6:.0f} MP) "
+            f"exceeds the limit of {MAX_PIXELS // 1_000_000} MP per image"
+        )
     return max(1, round(w * factor)), max(1, round(h * factor))
 
 
@@ -162,9 +211,10 @@ def save_image(image: torch.Tensor | Image.Image, path: str | os.PathLike, **sav
     """
     path = Path(path)
     img = image if isinstance(image, Image.Image) else tensor_to_pil(image)
-    fmt = Image.registered_extensions().get(path.suffix.lower())
+    fmt = writable_format(path)
     if fmt is None:
-        raise ImageError(f"{path}: unknown image format {path.suffix!r} (use .jpg or .png)")
+        what = f"{path.suffix!r} images" if path.suffix else "an image without an extension"
+        raise ImageError(f"{path}: Pillow cannot write {what} (use .jpg or .png)")
     if fmt == "JPEG":
         save_kwargs.setdefault("quality", 95)
     try:

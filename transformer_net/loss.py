@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-from .vgg import LAYER_INDEX, VGGFeatures
+from .vgg import LAYER_INDEX, VGGFeatures, default_preprocessing
 
 DEFAULT_STYLE_LAYERS = {"relu1_2": 1.0, "relu2_2": 1.0, "relu3_3": 1.0, "relu4_3": 1.0}
 DEFAULT_CONTENT_LAYERS = {"relu3_3": 1.0}
@@ -63,14 +63,19 @@ class PerceptualLoss(nn.Module):
     is a sequence of images; the targets of layer L are then (N, C, C), one per
     style, all measured by the same VGG, and ``forward`` takes the ``style`` of
     the batch.
+
+    ``vgg_weights``: ``"caffe"`` (default), ``"imagenet"``, a ``.pth`` file or
+    ``"random"`` (see ``VGGFeatures``). ``preprocessing=None`` takes the convention
+    of the weights (``vgg.default_preprocessing``), ``style_weight=None`` the
+    weight that belongs to that convention (``DEFAULT_STYLE_WEIGHT``).
     """
 
     def __init__(
         self,
         *,
         style_image: torch.Tensor | Sequence[torch.Tensor],
-        vgg_weights: str = "imagenet",
-        preprocessing: str = "torchvision",
+        vgg_weights: str = "caffe",
+        preprocessing: str | None = None,
         content_layers: Mapping[str, float] | None = None,
         style_layers: Mapping[str, float] | None = None,
         content_weight: float = 1.0,
@@ -90,6 +95,8 @@ class PerceptualLoss(nn.Module):
                     )
                 if not 0 <= weight < math.inf:
                     raise ValueError(f"{what} layer weight for {name} must be >= 0, got {weight}")
+        if preprocessing is None:  # the convention that belongs to the weights
+            preprocessing = default_preprocessing(vgg_weights)
         if style_weight is None:  # the default that belongs to the VGG release
             style_weight = DEFAULT_STYLE_WEIGHT.get(preprocessing, 1e5)
         for name, value in (

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,8 +27,6 @@ from .model import TransformerNet
 # weights every run and would add 30-60 MB to each file).
 _VGG_PREFIX = "loss_net.vgg."
 SCHEDULERS = ("none", "cosine", "step")
-# The frozen VGG is in eval mode on purpose; Lightning warns about it at fit start.
-warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -71,6 +68,7 @@ class StyleTransferModule(pl.LightningModule):
         nan_policy: str = "stop",
         channels_last: bool | str = False,
         compile: bool | str = False,
+        style_warmup_steps: int = 0,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -109,6 +107,9 @@ class StyleTransferModule(pl.LightningModule):
         if nan_policy not in ("stop", "skip"):
             raise ValueError(f"nan_policy must be stop or skip, got {nan_policy!r}")
         self.nan_policy = nan_policy
+        if int(style_warmup_steps) < 0:
+            raise ValueError(f"module.style_warmup_steps must be >= 0, got {style_warmup_steps}")
+        self.style_warmup_steps = int(style_warmup_steps)
         self._skipped_nan = 0
         # The function that maps a uint8 batch to (losses, output); setup() swaps
         # in a compiled version. Kept out of the module tree, so that checkpoints
@@ -118,6 +119,8 @@ class StyleTransferModule(pl.LightningModule):
         self._images_since = 0
         self._skipped_images: torch.Tensor | int = 0  # this epoch's, summed on the device
         self._samples: list[list[torch.Tensor]] = []  # per style: (b, 3, S, 2S) rows
+        self._val_sums: dict[str, torch.Tensor] = {}  # tag -> sum of batch mean x batch size
+        self._val_count = 0
 
     def forward(self, x: torch.Tensor, style: int | torch.Tensor | None = None) -> torch.Tensor:
         """(B, 3, H, W) RGB 0-255 -> stylized (B, 3, H, W) RGB ~0-255."""
@@ -183,6 +186,7 @@ class StyleTransferModule(pl.LightningModule):
     def training_step(self, batch, batch_idx: int) -> torch.Tensor | None:
         k = self.style_of_step(self.global_step)
         losses, _ = self._losses(batch, self._style_arg(k))
+        losses = self._warm_up(losses)
         bs = batch[0].shape[0]
         if not torch.isfinite(losses["total"]):
             # One device sync per step; a diverged run must not keep training
@@ -212,6 +216,22 @@ class StyleTransferModule(pl.LightningModule):
             self._log_style_loss(self.style_names[k], losses["style"])
         self.log("opt/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=bs)
         return losses["total"]
+
+    def _warm_up(self, losses: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Ramp the style term linearly from 0 to its weight over ``style_warmup_steps``.
+
+        From scratch, the network learns the painting's texture first and the
+        photo's structure only slowly (the content loss stays near that of a flat
+        gray image for hundreds of steps). Starting from the content loss alone
+        teaches it to reproduce the photo first, which a short run (the quick
+        start) needs; docs/training.md has the comparison. Validation always uses
+        the full weights, so ``val/loss`` stays comparable across runs.
+        """
+        if self.global_step >= self.style_warmup_steps:
+            return losses
+        ramp = self.global_step / self.style_warmup_steps
+        style = losses["style"] * ramp
+        return {**losses, "style": style, "total": losses["content"] + style + losses["tv"]}
 
     def _logs_this_step(self) -> bool:
         """Whether Lightning writes this step's values to the loggers (every
@@ -256,6 +276,7 @@ class StyleTransferModule(pl.LightningModule):
 
     def on_validation_epoch_start(self) -> None:
         self._samples = [[] for _ in range(self.num_styles)]  # per style
+        self._val_sums, self._val_count = {}, 0
 
     def validation_step(self, batch, batch_idx: int) -> torch.Tensor:
         # Every validation photo in every style; val/loss is the mean over styles.
@@ -267,14 +288,22 @@ class StyleTransferModule(pl.LightningModule):
             key: sum(run[0][key] for run in runs) / len(runs)
             for key in ("total", "content", "style", "tv")
         }
-        self.log("val/loss", losses["total"], prog_bar=True, batch_size=bs, sync_dist=True)
-        for key in ("content", "style", "tv"):
-            self.log(f"val/{key}", losses[key], batch_size=bs, sync_dist=True)
-        for k, (style_losses, output) in enumerate(runs):
-            if self.num_styles > 1:
+        values = {"val/loss": losses["total"]}
+        values.update({f"val/{key}": losses[key] for key in ("content", "style", "tv")})
+        if self.num_styles > 1:
+            for k, (style_losses, _) in enumerate(runs):
                 name = self.style_names[k]
-                for key, tag in (("total", "loss"), ("style", "style_loss")):
-                    self.log(f"val/{tag}/{name}", style_losses[key], batch_size=bs, sync_dist=True)
+                values[f"val/loss/{name}"] = style_losses["total"]
+                values[f"val/style_loss/{name}"] = style_losses["style"]
+        for tag, value in values.items():
+            # For checkpoint selection and the progress bar; the loggers get the
+            # values from on_validation_epoch_end, at the step of the image panels
+            # (Lightning would write them one step earlier, and never at step 0).
+            prog_bar = tag == "val/loss"
+            self.log(tag, value, prog_bar=prog_bar, logger=False, batch_size=bs, sync_dist=True)
+            self._val_sums[tag] = self._val_sums.get(tag, 0) + value.detach().float() * bs
+        self._val_count += bs
+        for k, (_, output) in enumerate(runs):
             room = self.num_samples - sum(s.shape[0] for s in self._samples[k])
             if room > 0:
                 pairs = torch.cat([batch[0].float(), output.float()], dim=3)[:room]  # (b, 3, S, 2S)
@@ -283,6 +312,12 @@ class StyleTransferModule(pl.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self._last_batch_end = None  # validation time is not training throughput
+        # The sanity check before training shows the untrained network (step 0),
+        # when it saw every validation photo; else neither values nor panels are
+        # written, so that both always come from the same photos at the same steps.
+        if self.trainer.sanity_checking and not self._sanity_check_is_complete():
+            return
+        self._log_val_values()
         if not self.trainer.is_global_zero:
             return
         for k, samples in enumerate(self._samples):
@@ -292,6 +327,22 @@ class StyleTransferModule(pl.LightningModule):
             what = "stylized" if self.num_styles == 1 else self.style_names[k]
             for writer in self._image_writers():
                 writer.add_image(f"samples/content|{what}", grid / 255.0, self.global_step)
+
+    def _sanity_check_is_complete(self) -> bool:
+        trainer = self.trainer
+        return list(trainer.num_sanity_val_batches) == list(trainer.num_val_batches)
+
+    def _log_val_values(self) -> None:
+        """Write the validation values (means over all photos and processes) at this step."""
+        if not self._val_sums or not self._val_count:
+            return
+        tags = list(self._val_sums)
+        sums = torch.stack([torch.as_tensor(self._val_sums[t]).to(self.device) for t in tags])
+        totals = torch.cat([sums, torch.tensor([float(self._val_count)], device=self.device)])
+        totals = self.trainer.strategy.reduce(totals, reduce_op="sum")  # all ranks take part
+        means = {tag: float(totals[i] / totals[-1]) for i, tag in enumerate(tags)}
+        for logger in self.loggers:  # rank 0 writes
+            logger.log_metrics(means, step=self.global_step)
 
     def on_fit_start(self) -> None:
         if not self.trainer.is_global_zero:

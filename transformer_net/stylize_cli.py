@@ -3,20 +3,38 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
-from collections import deque
+from collections import defaultdict, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 import torch
 
 from .checkpoint import ModelFileError
 from .color import gray_image, luminance, match_luminance, postprocess
-from .image import ImageError, is_image_file, load_image_alpha, save_image
-from .vgg import VGGWeightsError
-from .video import VideoError, is_video_file, require_av, stylize_video
+from .image import (
+    MAX_PIXELS,
+    ImageError,
+    image_size,
+    is_image_file,
+    load_image_alpha,
+    resized_size,
+    save_image,
+    writable_format,
+)
+from .vgg import DOWNLOADED_WEIGHTS, VGGWeightsError, default_preprocessing, fetch_vgg16
+from .video import (
+    VIDEO_EXTENSIONS,
+    VideoError,
+    is_video_file,
+    require_av,
+    stylize_video,
+    video_frame_size,
+)
 
 EXAMPLES = """\
 examples:
@@ -38,7 +56,11 @@ examples:
 Models: the .pth written by train.py, a Lightning .ckpt from training, a
 state dict of the PyTorch examples' fast_neural_style (e.g. its mosaic.pth), or
 an .onnx / TorchScript .pt file from scripts/export_model.py.
-Existing outputs are skipped unless --overwrite is given.
+Existing outputs are skipped unless --overwrite is given. In a folder, inputs
+whose outputs would share a name (a.png, a.gif and a.ppm all give a.png) are
+never overwritten: a file written under its own name (a.png) keeps it, the
+others get their full name plus the output suffix (a.gif.png, a.ppm.png).
+Names that differ only in case count as the same (as on macOS and Windows).
 """
 # Formats written as-is in folder mode; anything else (e.g. .gif) becomes .png.
 _WRITABLE = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
@@ -46,8 +68,15 @@ _WRITABLE = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 _ALPHA_FORMATS = {".png", ".tif", ".tiff", ".webp"}
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: the usage block would bury the message (--help has it)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="stylize.py",
         description="Stylize photos with a trained transformer-net model (one forward pass).",
         epilog=EXAMPLES,
@@ -61,8 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--output", required=True, help="output image, or output folder for a folder input"
     )
     size = p.add_mutually_exclusive_group()
-    size.add_argument("--size", type=int, help="resize so that the longer side has SIZE pixels")
-    size.add_argument("--scale", type=float, help="resize both sides by this factor")
+    size.add_argument("--size", type=_side, help="resize so that the longer side has SIZE pixels")
+    size.add_argument("--scale", type=_scale, help="resize both sides by this factor")
     p.add_argument(
         "--device", default="auto", help="auto (GPU if available), cpu, cuda, cuda:1, mps"
     )
@@ -120,11 +149,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--method", default="feedforward", choices=["feedforward", "optimize"])
     g.add_argument("--style", help="style image (required with --method optimize)")
-    g.add_argument("--style-size", type=int, default=None, help="longer side of the style image")
+    g.add_argument("--style-size", type=_side, default=None, help="longer side of the style image")
     g.add_argument(
-        "--vgg-weights", default="imagenet", help="imagenet (torchvision download) or a .pth file"
-    )
-    g.add_argument("--preprocessing", choices=["torchvision", "caffe"], default="torchvision")
+        "--vgg-weights", default="caffe",
+        help="caffe (default: Johnson et al.'s VGG-16), imagenet (torchvision's), both "
+        "downloaded once, or a .pth file",
+    )  # fmt: skip
+    g.add_argument(
+        "--preprocessing", choices=["torchvision", "caffe"], default=None,
+        help="input convention of the VGG weights (default: torchvision for imagenet, else caffe)",
+    )  # fmt: skip
     g.add_argument("--content-weight", type=float, default=1.0)
     g.add_argument(
         "--style-weight", type=float, default=None,
@@ -135,6 +169,39 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--optimizer", choices=["lbfgs", "adam"], default="lbfgs")
     g.add_argument("--init", choices=["content", "noise"], default="content")
     return p
+
+
+def _side(text: str) -> int:
+    """--size: a whole number of pixels that some image can have (N x 1 holds N pixels)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a whole number of pixels, got {text!r}"
+        ) from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 pixel, got {value}")
+    if value > MAX_PIXELS:
+        raise argparse.ArgumentTypeError(
+            f"{value} pixels is beyond the limit of {MAX_PIXELS // 1_000_000} MP per image"
+        )
+    return value
+
+
+def _scale(text: str) -> float:
+    """--scale: finite and > 0; above sqrt(limit) even a 1x1 image would be too large."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number such as 0.5, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    if value * value > MAX_PIXELS:
+        raise argparse.ArgumentTypeError(
+            f"{text} makes even a 1x1 image larger than the limit of "
+            f"{MAX_PIXELS // 1_000_000} MP per image"
+        )
+    return value
 
 
 def _mix_weights(text: str) -> list[float]:
@@ -177,10 +244,16 @@ class GatysStylizer:
         self.args = args
         style = load_image_alpha(args.style, max_side=args.style_size)[0]
         self.style = style  # (3, H, W) uint8
+        # The convention follows the weights' name before the name becomes a file.
+        preprocessing = args.preprocessing or default_preprocessing(args.vgg_weights)
+        vgg_weights = args.vgg_weights
+        if vgg_weights in DOWNLOADED_WEIGHTS:  # downloaded once; offline: this tool's own hint
+            hint = f"--vgg-weights /path/vgg16.pth --preprocessing {preprocessing}"
+            vgg_weights = str(fetch_vgg16(vgg_weights, hint=hint))
         self.loss = PerceptualLoss(
             style_image=style.float(),
-            vgg_weights=args.vgg_weights,
-            preprocessing=args.preprocessing,
+            vgg_weights=vgg_weights,
+            preprocessing=preprocessing,
             content_weight=args.content_weight,
             style_weight=args.style_weight,
             tv_weight=args.tv_weight,
@@ -214,15 +287,23 @@ class Summary:
     done: int = 0
     skipped: list[tuple[Path, str]] = field(default_factory=list)
     failed: list[tuple[Path, str]] = field(default_factory=list)
+    # (input, its output, the inputs it would have clashed with): see _unclash
+    renamed: list[tuple[Path, Path, list[Path]]] = field(default_factory=list)
     seconds: float = 0.0
 
 
 def plan_jobs(src: Path, dst: Path, summary: Summary) -> list[tuple[Path, Path]]:
-    """(input, output) pairs; non-image files go to the summary as skipped."""
+    """(input, output) pairs; non-image files go to the summary as skipped.
+
+    Outputs that two inputs would share are renamed here, before any work (see
+    :func:`_unclash`), so no result ever overwrites another.
+    """
     if src.is_file():
         out = dst / src.name if dst.is_dir() else dst
+        if dst.is_dir() and not is_video_file(src) and out.suffix.lower() not in _WRITABLE:
+            out = out.with_suffix(".png")
         return [(src, out)]
-    jobs = []
+    planned = []
     for path in sorted(p for p in src.rglob("*") if p.is_file()):
         rel = path.relative_to(src)
         if not is_image_file(path) and not is_video_file(path):
@@ -231,6 +312,9 @@ def plan_jobs(src: Path, dst: Path, summary: Summary) -> list[tuple[Path, Path]]
         out = dst / rel
         if out.suffix.lower() not in _WRITABLE and not is_video_file(path):
             out = out.with_suffix(".png")
+        planned.append((path, out))
+    jobs = []
+    for path, out in _unclash(planned, summary):
         if not out.resolve().is_relative_to(dst.resolve()):  # a symlink inside dst
             _record_failure(
                 summary, path, f"{out}: leads outside the output folder {dst}; not written"
@@ -238,6 +322,44 @@ def plan_jobs(src: Path, dst: Path, summary: Summary) -> list[tuple[Path, Path]]
             continue
         jobs.append((path, out))
     return jobs
+
+
+def _unclash(planned: list[tuple[Path, Path]], summary: Summary) -> list[tuple[Path, Path]]:
+    """Give every input its own output: a.png, a.gif and a.ppm would all write a.png.
+
+    The input written under its own name (a.png) keeps the name, so adding files
+    to a folder never renames earlier outputs of that kind; every other input of
+    the clash gets its full name plus the output suffix (a.gif.png, a.ppm.png;
+    a.gif.2.png if even that is taken). Names are compared ignoring case, as
+    macOS and Windows file systems do (a.PNG and a.png are one file there); of
+    names equal but for case, the first in sorted order keeps its own. The
+    choice depends only on the folder's contents, so a rerun plans the same
+    names and skips finished outputs.
+    """
+
+    def key(out: Path) -> str:
+        return str(out).casefold()
+
+    groups: dict[str, list[tuple[Path, Path]]] = defaultdict(list)
+    for path, out in planned:
+        groups[key(out)].append((path, out))
+    final: dict[Path, Path] = {}
+    for members in groups.values():
+        owner = next(((p, o) for p, o in members if len(members) == 1 or p.name == o.name), None)
+        if owner is not None:
+            final[owner[0]] = owner[1]
+    taken = {key(out) for out in final.values()}
+    for members in groups.values():
+        for path, out in members:
+            if path in final:
+                continue
+            new, k = out.with_name(path.name + out.suffix), 2
+            while key(new) in taken:
+                new, k = out.with_name(f"{path.name}.{k}{out.suffix}"), k + 1
+            taken.add(key(new))
+            final[path] = new
+            summary.renamed.append((path, new, [p for p, _ in members if p != path]))
+    return [(path, final[path]) for path, _ in planned]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -264,10 +386,30 @@ def run(args: argparse.Namespace) -> int:
         return _fail(f"--batch-size must be >= 1, got {args.batch_size}")
     summary = Summary()
     jobs = plan_jobs(src, dst, summary)
+    if src.is_dir() and not jobs and not summary.failed:
+        # Nothing to do is almost always a wrong --input: say so instead of "done 0".
+        others = summary.skipped
+        what = (
+            f"no image or video files ({len(others)} other file(s), e.g. {others[0][0].name})"
+            if others
+            else "empty folder"
+        )
+        print(f"error: {src}: {what}; nothing to stylize", file=sys.stderr)
+        return 1
+    if not args.quiet:  # before any work: where each result goes is no surprise
+        for path, new, others in summary.renamed:
+            print(
+                f"note: {path} -> {new} (its plain output name is shared with "
+                f"{', '.join(map(str, others))})",
+                file=sys.stderr,
+            )
     if src.is_file():
         out = jobs[0][1]
         if out.resolve() == src.resolve():
             return _fail(f"{out}: output would overwrite the input")
+        problem = _output_name_problem(src, out) or _too_large(src, args)
+        if problem:
+            return _fail(problem)
         if out.exists() and not args.overwrite:
             return _fail(f"{out}: already exists (pass --overwrite to replace it)")
         if is_video_file(src):
@@ -307,6 +449,40 @@ def run(args: argparse.Namespace) -> int:
     summary.seconds = time.perf_counter() - start
     _print_summary(summary, folder=src.is_dir())
     return 1 if summary.failed else 0
+
+
+def _output_name_problem(src: Path, out: Path) -> str | None:
+    """Why ``out`` cannot hold the result for ``src`` (checked before the model loads)."""
+    if is_video_file(src):
+        if is_video_file(out):
+            return None
+        kinds = ", ".join(sorted(VIDEO_EXTENSIONS))
+        return f"--output {out}: a video is written as a video file ({kinds})"
+    if writable_format(out) is not None:
+        return None
+    if not out.suffix:
+        return (
+            f"--output {out}: no file extension (use .jpg, .png, .webp or .tif; to write "
+            "into a folder, create it first)"
+        )
+    return (
+        f"--output {out}: Pillow cannot write {out.suffix!r} images (use .jpg, .png, .webp or .tif)"
+    )
+
+
+def _too_large(src: Path, args: argparse.Namespace) -> str | None:
+    """--size/--scale that would make this input larger than an image may be."""
+    if args.size is None and args.scale is None:
+        return None
+    size = video_frame_size(src) if is_video_file(src) else image_size(src)
+    if size is None:  # unreadable: loading it says why
+        return None
+    try:
+        resized_size(size, max_side=args.size, scale=args.scale)
+    except ValueError as e:
+        option = f"--size {args.size}" if args.size is not None else f"--scale {args.scale:g}"
+        return f"{option}: {src}: {e}"
+    return None
 
 
 def _feedforward_stylizer(args: argparse.Namespace):
@@ -485,9 +661,11 @@ def _print_summary(summary: Summary, *, folder: bool) -> None:
         return
     for path, reason in summary.skipped:
         print(f"skipped: {path}: {reason}", file=sys.stderr)
+    renamed = f", renamed {len(summary.renamed)} (name clashes)" if summary.renamed else ""
     print(
-        f"done {summary.done}, skipped {len(summary.skipped)}, failed {len(summary.failed)} "
-        f"in {summary.seconds:.1f} s ({summary.done / max(summary.seconds, 1e-9):.1f} images/s)",
+        f"done {summary.done}, skipped {len(summary.skipped)}, failed {len(summary.failed)}"
+        f"{renamed} in {summary.seconds:.1f} s "
+        f"({summary.done / max(summary.seconds, 1e-9):.1f} images/s)",
         file=sys.stderr,
     )
 

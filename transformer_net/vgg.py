@@ -10,13 +10,32 @@ weights:
 - ``caffe``: the original Oxford/Caffe release used by Johnson et al.; BGR in 0-255
   minus the per-channel mean (103.939, 116.779, 123.68), no std division.
 
+Both can be named instead of given as files, and are then downloaded once into the
+torch hub cache (``torch.hub.get_dir()/checkpoints``, i.e. ``$TORCH_HOME/hub``),
+with the SHA-256 prefix in the file name checked before anything is kept:
+
+- ``"caffe"`` (the default): Johnson's PyTorch conversion of the Oxford release,
+  ``vgg16-00b39a1b.pth`` from his ``pytorch-vgg`` project (about 550 MB, with the
+  classifier). Once its hash is checked, its 13 convolutions are saved as
+  ``vgg16-00b39a1b-features.pth`` (59 MB, ``features.*`` keys only) and the
+  original is deleted: the cache keeps only that features copy, which later runs
+  load.
+- ``"imagenet"``: torchvision's ``VGG16_Weights.IMAGENET1K_V1``, kept as
+  ``vgg16-397923af.pth``, the very file torchvision itself downloads and uses.
+
 Inputs are always RGB 0-255 (the transformer's pixel convention); preprocessing
 returns a new tensor and never modifies its input.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import pickle
+import re
+import sys
+import urllib.parse
+import uuid
 from pathlib import Path
 
 import torch
@@ -38,9 +57,35 @@ _TORCHVISION_MEAN = (0.485, 0.456, 0.406)
 _TORCHVISION_STD = (0.229, 0.224, 0.225)
 _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 
+# Johnson's conversion of the Oxford VGG-16 (github.com/jcjohnson/pytorch-vgg); the
+# eight hex digits are the start of the file's SHA-256 (torch.hub's convention).
+CAFFE_VGG16_URL = "https://web.eecs.umich.edu/~justincj/models/vgg16-00b39a1b.pth"
+CAFFE_VGG16_SHA256_PREFIX = "00b39a1b"
+# torchvision's VGG16_Weights.IMAGENET1K_V1 (same URL, so the same cached file).
+IMAGENET_VGG16_URL = "https://download.pytorch.org/models/vgg16-397923af.pth"
+IMAGENET_VGG16_SHA256_PREFIX = "397923af"
+# Names accepted instead of a file: the two downloads, and untrained weights (tests).
+DOWNLOADED_WEIGHTS = ("caffe", "imagenet")
+WEIGHT_NAMES = (*DOWNLOADED_WEIGHTS, "random")
+# Used when the calling tool gives no hint of its own.
+_OFFLINE_HINT = (
+    "loss.vgg_weights=/path/vgg16.pth (train.py) or --vgg-weights /path/vgg16.pth "
+    "--preprocessing {preprocessing} (stylize.py, scripts/evaluate.py)"
+)
+
 
 class VGGWeightsError(RuntimeError):
     """The VGG-16 weights could not be found, downloaded or read."""
+
+
+def default_preprocessing(weights: str | os.PathLike) -> str:
+    """The input convention that belongs to ``weights`` when none is given.
+
+    ``imagenet`` -> ``torchvision``; ``random`` -> ``torchvision`` too (an untrained
+    network is initialized for unit-scale inputs); ``caffe`` and files -> ``caffe``,
+    the project's default release.
+    """
+    return "torchvision" if str(weights) in ("imagenet", "random") else "caffe"
 
 
 def build_vgg16_features(last_layer: str) -> nn.Sequential:
@@ -85,11 +130,12 @@ class Preprocess(nn.Module):
 class VGGFeatures(nn.Module):
     """Frozen VGG-16 that returns the activations of the requested layers.
 
-    ``weights``: ``"imagenet"`` (torchvision's release, downloaded on first use),
-    a path to a ``.pth`` state dict, or ``"random"`` (untrained; for tests).
+    ``weights``: ``"caffe"`` (Johnson et al.'s Oxford/Caffe release) or
+    ``"imagenet"`` (torchvision's), both downloaded on first use; a path to a
+    ``.pth`` state dict; or ``"random"`` (untrained; for tests).
     """
 
-    def __init__(self, *, layers: list[str], weights: str = "imagenet", preprocessing: str):
+    def __init__(self, *, layers: list[str], weights: str = "caffe", preprocessing: str):
         super().__init__()
         unknown = [name for name in layers if name not in LAYER_INDEX]
         if unknown:
@@ -127,30 +173,27 @@ class VGGFeatures(nn.Module):
         return out
 
 
-def load_vgg16_state_dict(weights: str | os.PathLike, features: nn.Sequential) -> dict:
+def load_vgg16_state_dict(
+    weights: str | os.PathLike, features: nn.Sequential, *, hint: str | None = None
+) -> dict:
     """Read VGG-16 weights and return them keyed like ``features`` (``"0.weight"``...).
 
-    Accepts a full torchvision VGG-16 state dict, or its ``features`` only, with
-    or without the ``features.`` prefix. Layers past the truncation are dropped.
+    ``weights``: ``"caffe"`` or ``"imagenet"`` (downloaded once, see
+    :func:`fetch_vgg16`; ``hint`` is its offline advice), or a path. Accepts a full
+    torchvision VGG-16 state dict, or its ``features`` only, with or without the
+    ``features.`` prefix; ``classifier.*`` tensors and layers past the truncation
+    are dropped.
     """
-    if str(weights) == "imagenet":
-        raw = _download_torchvision_vgg16()
-        source = "torchvision VGG16_Weights.IMAGENET1K_V1"
+    if str(weights) in DOWNLOADED_WEIGHTS:
+        path = fetch_vgg16(str(weights), hint=hint)
+        source = f"{path} ({weights} VGG-16 in the torch hub cache)"
+        retry = f"; delete {path} and rerun to download it again"
     else:
         path = Path(weights).expanduser()
-        source = str(path)
+        source, retry = str(path), ""
         if not path.is_file():
             raise VGGWeightsError(f"{path}: VGG-16 weights file not found")
-        try:
-            raw = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # corrupt, truncated, not a torch file, or unsafe pickle
-            raise VGGWeightsError(
-                f"{path}: cannot read VGG-16 weights ({type(e).__name__}: {_first_line(e)})"
-            ) from None
-        if isinstance(raw, dict) and isinstance(raw.get("state_dict"), dict):
-            raw = raw["state_dict"]
-        if not isinstance(raw, dict):
-            raise VGGWeightsError(f"{path}: expected a state dict, found {type(raw).__name__}")
+    raw = _read_state_dict(path, source, retry)
     wanted = features.state_dict()
     out = {}
     for key, value in raw.items():
@@ -164,34 +207,148 @@ def load_vgg16_state_dict(weights: str | os.PathLike, features: nn.Sequential) -
         raise VGGWeightsError(
             f"{source}: not a VGG-16 state dict, missing {len(missing)} of {len(wanted)} "
             f"tensors (first: {missing[0]!r}); expected torchvision key names such as "
-            "'features.0.weight'"
+            f"'features.0.weight'{retry}"
         )
     for key, value in out.items():
         if tuple(value.shape) != tuple(wanted[key].shape):
             raise VGGWeightsError(
                 f"{source}: tensor {key!r} has shape {tuple(value.shape)}, "
-                f"expected {tuple(wanted[key].shape)} for VGG-16"
+                f"expected {tuple(wanted[key].shape)} for VGG-16{retry}"
             )
     return out
 
 
-def _download_torchvision_vgg16() -> dict:
-    """torchvision's ImageNet VGG-16 (528 MB, cached in the torch hub folder)."""
-    from torchvision.models import VGG16_Weights
-
-    weights = VGG16_Weights.IMAGENET1K_V1
+def _read_state_dict(path: Path, source: str, retry: str = "") -> dict:
+    """``torch.load`` of tensors only; every failure is one line naming ``source``."""
     try:
-        return weights.get_state_dict(progress=True, check_hash=True)
-    except Exception as e:  # URLError, HTTPError, hash mismatch, disk full...
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        # torch's message advises weights_only=False; that runs whatever the file holds.
+        text = str(e)
+        refused = re.search(r"GLOBAL (\S+)|unrecognized function|Can only create new object", text)
+        if refused:
+            what = f" ({refused.group(1)})" if refused.group(1) else ""
+            raise VGGWeightsError(
+                f"{source}: refused: besides tensors the file holds Python objects{what}, and "
+                "loading them could run code; use a file of tensors only, such as one saved "
+                "with torch.save(model.state_dict(), path)"
+            ) from None
+        detail = text.rpartition("WeightsUnpickler error:")[2].split("Check the documentation")[0]
+        detail = " ".join(detail.split())
+        if not detail or "weights_only" in detail:
+            detail = "not a file of tensors"
         raise VGGWeightsError(
-            f"cannot download the VGG-16 weights from {weights.url} "
-            f"({type(e).__name__}: {_first_line(e)}). When offline, pass a local file: "
-            "loss.vgg_weights=/path/to/vgg16.pth with loss.preprocessing=torchvision for "
-            "torchvision weights, or loss=caffe loss.vgg_weights=/path/to/vgg16_caffe.pth "
-            "for the Caffe release"
+            f"{source}: cannot read VGG-16 weights (UnpicklingError: {detail}){retry}"
         ) from None
+    except Exception as e:  # corrupt, truncated, not a torch file
+        raise VGGWeightsError(
+            f"{source}: cannot read VGG-16 weights ({type(e).__name__}: {_first_line(e)}){retry}"
+        ) from None
+    if isinstance(raw, dict) and isinstance(raw.get("state_dict"), dict):
+        raw = raw["state_dict"]
+    if not isinstance(raw, dict):
+        raise VGGWeightsError(f"{source}: expected a state dict, found {type(raw).__name__}")
+    return raw
+
+
+def fetch_vgg16(name: str, *, hint: str | None = None, progress: bool = True) -> Path:
+    """Download the named VGG-16 weights once; return the local file to load.
+
+    ``name``: ``"caffe"`` or ``"imagenet"``. Files go to
+    ``torch.hub.get_dir()/checkpoints``; a download is written to a temporary file
+    and kept under its real name only once its SHA-256 starts with the prefix in
+    the name. ``"caffe"`` is then reduced to its features
+    (``<name>-features.pth``, the file returned), and the original deleted.
+
+    On failure (offline, interrupted, wrong hash) a one-line
+    :class:`VGGWeightsError` ends with ``hint``: how the calling tool takes a local
+    file instead (e.g. ``"loss.vgg_weights=/path/vgg16.pth"``).
+    """
+    if name not in DOWNLOADED_WEIGHTS:
+        raise ValueError(f"unknown VGG-16 weights {name!r}; choose from {DOWNLOADED_WEIGHTS}")
+    if name == "caffe":
+        url, prefix = CAFFE_VGG16_URL, CAFFE_VGG16_SHA256_PREFIX
+        label = "Caffe VGG-16 weights (Johnson et al.)"
+    else:
+        url, prefix = IMAGENET_VGG16_URL, IMAGENET_VGG16_SHA256_PREFIX
+        label = "torchvision VGG-16 weights"
+    if hint is None:
+        hint = _OFFLINE_HINT.format(preprocessing=default_preprocessing(name))
+    folder = Path(torch.hub.get_dir()) / "checkpoints"
+    original = folder / Path(urllib.parse.urlsplit(url).path).name
+    if name == "imagenet":
+        if not original.is_file():
+            _download(url, original, prefix, label=label, hint=hint, progress=progress)
+        return original
+    features = original.with_name(f"{original.stem}-features{original.suffix}")
+    if features.is_file():
+        return features
+    if original.is_file():  # left by an interrupted conversion, or put there by hand
+        _check_sha256(original, prefix, hint=hint)
+    else:
+        _download(url, original, prefix, label=label, hint=hint, progress=progress)
+    raw = _read_state_dict(original, f"{original} ({label})", f"; delete {original} and rerun")
+    kept = {k: v for k, v in raw.items() if isinstance(k, str) and k.startswith("features.")}
+    if not kept:
+        raise VGGWeightsError(
+            f"{original}: no 'features.*' tensors in the {label}; delete it and rerun, or pass "
+            f"a local file: {hint}"
+        )
+    tmp = features.with_name(f"{features.name}.{uuid.uuid4().hex}.partial")
+    try:
+        torch.save(kept, tmp)
+        os.replace(tmp, features)  # atomic: other processes see all of it or nothing
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise VGGWeightsError(
+            f"cannot write {features}: {_first_line(e)}; free some disk space or set "
+            f"TORCH_HOME to a writable folder, or pass a local file: {hint}"
+        ) from None
+    original.unlink(missing_ok=True)  # the features copy replaces it
+    return features
+
+
+def _download(url: str, dst: Path, prefix: str, *, label: str, hint: str, progress: bool) -> None:
+    """``torch.hub.download_url_to_file`` with the hash check, failures as one line."""
+    try:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise VGGWeightsError(
+            f"cannot create {dst.parent}: {_first_line(e)}; set TORCH_HOME to a writable "
+            f"folder, or pass a local file: {hint}"
+        ) from None
+    if progress:
+        print(f"downloading the {label} from {url} into {dst}", file=sys.stderr)
+    try:
+        # Written to <dst>.<random>.partial, moved to dst only if the hash matches;
+        # the partial file is removed on any failure.
+        torch.hub.download_url_to_file(url, str(dst), hash_prefix=prefix, progress=progress)
+    except Exception as e:  # URLError, HTTPError, cut connection, hash mismatch, disk full...
+        found = re.search(r'got "([0-9a-f]+)"', str(e))
+        if found:
+            why = (
+                f"the file's SHA-256 starts {found.group(1)[:8]}, not {prefix}: the transfer "
+                "was cut short or the file on the server changed, and nothing was kept"
+            )
+        else:
+            why = f"{type(e).__name__}: {_first_line(e)}"
+        raise VGGWeightsError(
+            f"cannot download the {label} from {url} ({why}); offline, pass a local file: {hint}"
+        ) from None
+
+
+def _check_sha256(path: Path, prefix: str, *, hint: str) -> None:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    if not digest.hexdigest().startswith(prefix):
+        raise VGGWeightsError(
+            f"{path}: SHA-256 starts {digest.hexdigest()[:8]}, not {prefix}; delete it and rerun "
+            f"to download it again, or pass a local file: {hint}"
+        )
 
 
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
-    return text.splitlines()[0] if text else "no details"
+    return " ".join(text.splitlines()[0].split()) if text else "no details"

@@ -63,6 +63,21 @@ def require_av(path: str | os.PathLike):
     return av
 
 
+def video_frame_size(path: str | os.PathLike) -> tuple[int, int] | None:
+    """(W, H) of the first video stream, from the header; None if unreadable or no PyAV.
+
+    For checks before the model loads; reading the video reports the actual error.
+    """
+    try:
+        import av
+
+        with av.open(str(path)) as container:
+            ctx = container.streams.video[0].codec_context
+            return (ctx.width, ctx.height) if ctx.width and ctx.height else None
+    except Exception:  # noqa: BLE001 - ImportError, FFmpeg errors, no video stream
+        return None
+
+
 def even_size(size: tuple[int, int]) -> tuple[int, int]:
     """(W, H) rounded down to even numbers (at least 2): yuv420p stores 2x2 chroma blocks."""
     w, h = size

@@ -1,0 +1,274 @@
+"""Every input of a training run, checked before anything is downloaded or built.
+
+A run needs style images (files, or URLs downloaded once into the cache), the
+VGG-16 weights (a file, or ``caffe`` / ``imagenet``: downloaded once into the
+torch hub cache) and photos (a folder, or a COCO sample fetched into it when
+``data.download_sample`` > 0). ``prepare_inputs`` first checks every local path
+and reports all problems in one message. Then it downloads what is not cached,
+smallest first; when a download cannot reach its server (offline), the others
+are not tried, and one message names every input still missing together with
+the command that passes local files instead.
+
+``remove_unused_run_dir`` cleans up after a run that failed before training:
+Hydra creates the run folder (``.hydra/``, ``train.log``) before ``train()`` runs.
+"""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import urllib.parse
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from . import download, vgg
+from .data import DataError, check_folder, has_images
+from .download import DownloadError
+from .image import ImageError
+from .vgg import VGGWeightsError
+
+# What Hydra writes into the run folder before train() runs.
+HYDRA_RUN_FILES = frozenset({".hydra", "train.log"})
+HYDRA_CONFIG_FILES = frozenset({"config.yaml", "hydra.yaml", "overrides.yaml"})
+
+
+class InputError(ValueError):
+    """Inputs of a run are missing; the one-line message names them all."""
+
+
+@dataclass
+class _Download:
+    what: str  # "the painting of style wave"
+    setting: str  # the override that passes a local file instead
+    fetch: Callable[[], Path]
+    result: Path | None = None
+
+
+@dataclass
+class _Style:
+    name: str
+    key: str  # the setting of its image file
+    path: Path | None  # a local file (given, or already in the cache)
+    download: _Download | None = None
+
+
+def prepare_inputs(
+    cfg: DictConfig, *, command: Sequence[str] | None = None
+) -> list[tuple[str, Path]]:
+    """Check all inputs of ``cfg``, then download the missing ones; return (name, image) per style.
+
+    ``command``: the command-line overrides of the run (default: Hydra's, when
+    running under Hydra), repeated in the offline message's command.
+    Raises ImageError, VGGWeightsError, DataError (one problem), InputError
+    (several, or several downloads impossible offline) or the error of the one
+    download that failed.
+    """
+    styles = _styles(cfg.style)
+    problems: list[Exception] = []
+    downloads: list[_Download] = []
+    for style in styles:  # smallest downloads first: they find out soonest that we are offline
+        if style.download is not None:
+            downloads.append(style.download)
+        elif style.path is not None and not style.path.is_file():
+            problems.append(ImageError(f"{style.path}: style image not found ({style.key})"))
+    data = cfg.get("data") or {}
+    if data.get("root") is not None:
+        root = Path(str(data.root)).expanduser()
+        sample = int(data.get("download_sample") or 0)
+        if sample > 0 and not (root.is_dir() and _has_photos(root)):
+            downloads.append(
+                _Download(
+                    what=f"{sample} COCO sample photos for {root}",
+                    setting="data.root=/path/to/photos",
+                    fetch=lambda: download.fetch_coco_sample(root, count=sample),
+                )
+            )
+        else:
+            _collect(problems, check_folder, root, "data.root", prepared_ok=True)
+    if data.get("val_root"):
+        _collect(problems, check_folder, Path(str(data.val_root)).expanduser(), "data.val_root")
+    weights = str(cfg.loss.vgg_weights)
+    if weights in vgg.DOWNLOADED_WEIGHTS:
+        if not _vgg_cached(weights):
+            downloads.append(_vgg_download(weights))
+    elif weights != "random" and not Path(weights).expanduser().is_file():
+        problems.append(
+            VGGWeightsError(f"{weights}: VGG-16 weights file not found (loss.vgg_weights)")
+        )
+    if len(problems) == 1:
+        raise problems[0]
+    if problems:
+        raise InputError(f"{len(problems)} inputs are missing: " + "; ".join(map(str, problems)))
+    _fetch_all(downloads, _hydra_overrides() if command is None else list(command))
+    return [
+        (style.name, style.path if style.download is None else style.download.result)
+        for style in styles
+    ]
+
+
+def resolve_styles(style: DictConfig) -> list[tuple[str, Path]]:
+    """(name, image path) of each style, downloading the paintings not yet cached.
+
+    The single style, or those of ``style.names`` (entries of ``style.catalog``:
+    the single-style configs, plus any added with ``+style.catalog.<name>.image=...``).
+    """
+    styles = _styles(style)
+    missing = [
+        ImageError(f"{s.path}: style image not found ({s.key})")
+        for s in styles
+        if s.download is None and s.path is not None and not s.path.is_file()
+    ]
+    if len(missing) == 1:
+        raise missing[0]
+    if missing:
+        raise InputError(f"{len(missing)} inputs are missing: " + "; ".join(map(str, missing)))
+    _fetch_all([s.download for s in styles if s.download is not None], _hydra_overrides())
+    return [(s.name, s.path if s.download is None else s.download.result) for s in styles]
+
+
+def remove_unused_run_dir(run_dir: Path) -> bool:
+    """Delete ``run_dir`` if it holds only what Hydra wrote at startup; True if deleted.
+
+    A run that fails before training (a missing file, offline) would otherwise
+    leave ``outputs/<name>/`` with nothing but ``.hydra/`` and ``train.log``. A
+    folder holding anything else (an earlier run, a file of the user's) is kept.
+    """
+    try:
+        names = {p.name for p in run_dir.iterdir()}
+        hydra = run_dir / ".hydra"
+        hydra_names = {p.name for p in hydra.iterdir()} if hydra.is_dir() else set()
+    except OSError:
+        return False
+    if not names <= HYDRA_RUN_FILES or not hydra_names <= HYDRA_CONFIG_FILES:
+        return False
+    if (run_dir / "train.log").is_dir() or (hydra.exists() and not hydra.is_dir()):
+        return False
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return not run_dir.exists()
+
+
+def _styles(style: DictConfig) -> list[_Style]:
+    if "names" not in style:
+        entries = [(str(style.name), style, "style.image")]
+    else:
+        names = [str(name) for name in style.names]
+        if not names:
+            raise ValueError("style.names is empty: list the styles to train")
+        if len(set(names)) != len(names):
+            raise ValueError(f"style.names lists a style twice: {names}")
+        catalog = style.get("catalog") or {}
+        for name in names:  # all names are checked before anything is downloaded
+            if name not in catalog:
+                raise ValueError(
+                    f"style.names: unknown style {name!r}; known: {', '.join(catalog)} "
+                    f"(add a painting with +style.catalog.{name}.image=/path/painting.jpg)"
+                )
+        entries = [(name, catalog[name], f"style.catalog.{name}.image") for name in names]
+    result = []
+    for name, entry, key in entries:
+        if entry.get("image"):
+            result.append(_Style(name, key, Path(str(entry.image)).expanduser()))
+            continue
+        url = entry.get("url")
+        if not url:
+            raise ValueError(f"style {name!r} has neither style.image nor style.url")
+        file_name = f"{name}{Path(str(url)).suffix or '.jpg'}"
+        cached = download.cache_dir() / "styles" / file_name
+        if cached.is_file():  # downloaded by an earlier run: no network needed
+            result.append(_Style(name, key, cached))
+            continue
+        placeholder = "/path/to/painting.jpg" if key == "style.image" else f"/path/to/{name}.jpg"
+        fetch = _style_fetcher(str(url), file_name, key)
+        item = _Download(f"the painting of style {name}", f"{key}={placeholder}", fetch)
+        result.append(_Style(name, key, None, item))
+    return result
+
+
+def _style_fetcher(url: str, file_name: str, key: str) -> Callable[[], Path]:
+    def fetch() -> Path:
+        try:
+            return download.fetch_file(url, name=file_name, subdir="styles")
+        except DownloadError as e:
+            raise DownloadError(
+                f"{e} (offline: pass {key}=/path/to/painting.jpg)", network=e.network
+            ) from None
+
+    return fetch
+
+
+def _vgg_download(name: str) -> _Download:
+    label = {"caffe": "the Caffe VGG-16 weights", "imagenet": "torchvision's VGG-16 weights"}[name]
+    return _Download(
+        what=f"{label} (loss.vgg_weights={name})",
+        setting="loss.vgg_weights=/path/to/vgg16.pth",
+        fetch=lambda: vgg.fetch_vgg16(name, hint="loss.vgg_weights=/path/vgg16.pth"),
+    )
+
+
+def _vgg_cached(name: str) -> bool:
+    """Whether ``vgg.fetch_vgg16(name)`` would find its file without the network.
+
+    Mirrors fetch_vgg16's cache layout (the URL's file name in the torch hub
+    checkpoints folder, and for caffe its ``-features`` copy). A wrong answer
+    costs nothing but the listing: fetch_vgg16 itself still finds or fetches it.
+    """
+    import torch
+
+    url = vgg.CAFFE_VGG16_URL if name == "caffe" else vgg.IMAGENET_VGG16_URL
+    file_name = Path(urllib.parse.urlsplit(url).path).name
+    original = Path(torch.hub.get_dir()) / "checkpoints" / file_name
+    features = original.with_name(f"{original.stem}-features{original.suffix}")
+    return original.is_file() or (name == "caffe" and features.is_file())
+
+
+def _has_photos(root: Path) -> bool:
+    from .prepared import is_prepared
+
+    return is_prepared(root) or has_images(root)
+
+
+def _collect(problems: list[Exception], check: Callable[..., None], *args, **kwargs) -> None:
+    try:
+        check(*args, **kwargs)
+    except DataError as e:
+        problems.append(e)
+
+
+def _fetch_all(downloads: list[_Download], command: Sequence[str]) -> None:
+    """Run the downloads in order; on the first that cannot reach its server, name all missing."""
+    for i, item in enumerate(downloads):
+        try:
+            item.result = item.fetch()
+        except (DownloadError, VGGWeightsError) as e:
+            missing = downloads[i:]
+            # Only a failure to reach the server says the others would fail too;
+            # a refused URL or a full disk is about this download alone.
+            offline = isinstance(e, VGGWeightsError) or e.network
+            if len(missing) == 1 or not offline:
+                raise
+            head = str(e).split("; ")[0]  # what failed and why, without its own hint
+            raise InputError(
+                f"cannot download {len(missing)} inputs of this run ({head}): "
+                f"{', '.join(m.what for m in missing)}; offline, pass local files instead: "
+                f"{offline_command(command, [m.setting for m in missing])}"
+            ) from None
+
+
+def offline_command(overrides: Sequence[str], settings: Sequence[str]) -> str:
+    """``python train.py`` with the run's overrides and ``settings`` replacing their keys."""
+    keys = {setting.split("=", 1)[0] for setting in settings}
+    kept = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in keys]
+    ordered = sorted(settings, key=lambda s: (not s.startswith("data."), not s.startswith("style")))
+    return shlex.join(["python", "train.py", *kept, *ordered])
+
+
+def _hydra_overrides() -> list[str]:
+    """The command-line overrides of this run when it runs under Hydra, else none."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return []
+    return list(OmegaConf.to_container(HydraConfig.get().overrides.task))
