@@ -72,7 +72,10 @@ def test_quickstart_experiment_is_small():
     assert cfg.trainer.max_steps <= 1000 and cfg.data.image_size == 128
     assert cfg.data.download_sample > 0 and cfg.output_dir == "outputs/quickstart"
     assert cfg.model_file == "outputs/quickstart/starry_night.pth"
-    assert cfg.module.compile is False  # not worth its compile time for 500 short steps
+    assert cfg.module.compile is False  # not worth its compile time for short steps
+    # The measured settings (docs/training.md): the slim network, content first.
+    assert list(cfg.model.channels) == [16, 32, 64] and cfg.model.num_residual == 3
+    assert cfg.module.style_warmup_steps > 0 and cfg.optim.scheduler == "cosine"
 
 
 def test_speed_switches_default_to_auto():

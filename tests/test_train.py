@@ -541,3 +541,19 @@ def test_slurm_requeue_signal_saves_requeues_and_the_requeued_job_resumes(
     last = tmp_path / "run" / "checkpoints" / "last.ckpt"
     assert torch.load(last, weights_only=True)["global_step"] == step + 2
     assert [p.name for p in (tmp_path / "run" / "tb").iterdir()] == ["version_0"]
+
+
+def test_style_warmup_ramps_the_style_term_in(tmp_path, photo_dir, style_file):
+    """module.style_warmup_steps: the style term starts at 0 and reaches its weight."""
+    args = tiny_overrides(tmp_path, photo_dir, style_file, steps=6)
+    train(make_cfg([*args, "module.style_warmup_steps=4", "model.channels=[4,8,8]"]))
+    values, _ = scalars(tmp_path / "run")
+    style = dict(values["loss/style"])
+    total, content = dict(values["loss/total"]), dict(values["loss/content"])
+    assert style[0] == 0 and total[0] == pytest.approx(content[0])  # content only at first
+    assert 0 < style[2] and style[5] > 0
+    layers = sum(
+        dict(values[f"style_layers/{n}"])[2] for n in ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
+    )
+    assert style[2] == pytest.approx(0.5 * layers, rel=1e-4)  # half way: half the weight
+    assert "val/loss" in values  # validation keeps the full weights (not checked here)
