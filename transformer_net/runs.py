@@ -195,8 +195,7 @@ def resolve_resume(
             f"resuming from the older one would replace the more-trained run in {output_dir}; "
             "resume with ckpt_path=last, branch with another output_dir, or pass overwrite=true"
         )
-    if newest is not None and newest.path != path:
-        log.info("resuming from %s (step %d)", path, step)
+    log.info("resuming from %s (step %d)", path, step)  # which file `last` found
     return str(path)
 
 
