@@ -104,6 +104,10 @@ def test_a_moved_run_folder_resumes_from_its_newest_checkpoint(finished, tmp_pat
             "a model file for stylize.py, not a training checkpoint",
         ),
         (lambda p: torch.save({"weights": torch.zeros(1)}, p), "not a Lightning checkpoint"),
+        (  # a pickled object that is not a tensor: could run code when loaded
+            lambda p: torch.save({"state_dict": {}, "x": Path("/")}, p),
+            r"refused: the file holds Python objects \(.*Path.*\) that could run code",
+        ),
     ],
 )
 def test_bad_resume_checkpoints_are_one_line_errors(tmp_path, photo_dir, style_file, make, message):

@@ -10,13 +10,16 @@ image and video the project writes goes through :func:`atomic_path`.
 from __future__ import annotations
 
 import errno
+import io
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
+
+import torch
 
 _MB = 1e6
 # Kept free beyond the file itself: the filesystem's own metadata needs some room,
@@ -40,6 +43,17 @@ def atomic_write(path: str | os.PathLike) -> Iterator[BinaryIO]:
     """``with atomic_write(p) as f: f.write(...)``: ``p`` appears complete or not at all."""
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         yield f
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` that never leaves a truncated file (temp file + rename).
+
+    Serialized to memory first (model files and checkpoints are a few MB) so that
+    a full disk is reported before anything is touched, with the space needed.
+    """
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return atomic_write_bytes(path, buffer.getbuffer())
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes | memoryview) -> Path:

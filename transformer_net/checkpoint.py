@@ -27,21 +27,18 @@ Multi-style networks (conditional instance norm) have the same tensor names with
 
 from __future__ import annotations
 
-import io
 import os
 import pickle
-import pickletools
-import re
 import warnings
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .atomic import atomic_write_bytes
+from .atomic import atomic_torch_save
 from .model import TransformerNet
+from .weights_only import refused_global
 
 FORMAT = "transformer-net"
 FORMAT_VERSION = 1
@@ -67,17 +64,6 @@ def save_model_file(
     }
     atomic_torch_save(payload, path)
     return path
-
-
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` that never leaves a truncated file (temp file + rename).
-
-    Serialized to memory first (a model file is a few MB) so that a full disk is
-    reported before anything is touched, with the space the file needs.
-    """
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    atomic_write_bytes(path, buffer.getbuffer())
 
 
 def check_model_path(path: Path) -> None:
@@ -178,7 +164,7 @@ def _torch_load(path: Path) -> Any:
             warnings.simplefilter("ignore")
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # UnpicklingError, truncated zip, bad magic, I/O error
-        unsafe = _refused_global(str(e)) or _unsafe_pickle_global(path)
+        unsafe = refused_global(e, path)
         if unsafe:
             raise ModelFileError(
                 f"{path}: refused to load: it holds a pickled Python object ({unsafe}), which "
@@ -190,65 +176,6 @@ def _torch_load(path: Path) -> Any:
         garbled = isinstance(e, (KeyError, EOFError, pickle.UnpicklingError))
         reason = "unreadable data" if garbled else _short(e)
         raise ModelFileError(f"{path}: corrupt or not a PyTorch file ({reason})") from None
-
-
-# torch's weights-only unpickler names the global it refused; the wording changed
-# across versions ("Unsupported global: GLOBAL x was not an allowed global",
-# "unsupported GLOBAL x whose module m is blocked", "call reduce for unrecognized
-# function x", "Can only create new object for ... but got <class x>").
-_REFUSED_GLOBAL = re.compile(
-    r"GLOBAL (?P<g>\S+)|unrecognized function (?P<f>\S+)|allowlisted via .*got (?P<c>\S+)"
-    r"|add_safe_globals\(\[(?P<s>[^\]]+)\]"
-)
-
-
-def _refused_global(message: str) -> str | None:
-    match = _REFUSED_GLOBAL.search(message)
-    if match is None:
-        return None
-    return next(g for g in match.groups() if g).rstrip(".,>'")
-
-
-def _unsafe_pickle_global(path: Path, limit: int = 64 << 20) -> str | None:
-    """The first global a pickle in ``path`` imports that weights-only loading refuses.
-
-    For pickles torch gives up on before it meets the global (a raw
-    ``pickle.dump`` of protocol 4+ fails on its FRAME opcode): reading the
-    opcodes runs nothing. None for anything that is not a readable pickle.
-    """
-    try:
-        if zipfile.is_zipfile(path):  # torch.save: the pickle is <name>/data.pkl
-            with zipfile.ZipFile(path) as z:
-                name = next((n for n in z.namelist() if n.endswith("/data.pkl")), None)
-                data = z.read(name)[:limit] if name else b""
-        else:
-            with open(path, "rb") as f:
-                data = f.read(limit)
-    except (OSError, zipfile.BadZipFile, KeyError):
-        return None
-    try:
-        from torch._weights_only_unpickler import _get_allowed_globals
-
-        allowed = set(_get_allowed_globals())
-    except Exception:  # noqa: BLE001 - private API: fall back to torch's own modules
-        allowed = None
-    strings: list[str] = []
-    try:
-        for op, arg, _ in pickletools.genops(data):
-            if op.name in ("GLOBAL", "INST"):
-                name = str(arg).replace(" ", ".")
-            elif op.name == "STACK_GLOBAL":  # module and name were pushed just before
-                name = ".".join(strings[-2:])
-            else:
-                if isinstance(arg, str):
-                    strings.append(arg)
-                continue
-            ok = name in allowed if allowed is not None else name.startswith("torch.")
-            if not ok:
-                return name
-    except Exception:  # noqa: BLE001 - not a pickle (or a damaged one): nothing to report
-        return None
-    return None
 
 
 def _not_ours(path: Path, why: str) -> ModelFileError:

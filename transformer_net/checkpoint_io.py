@@ -6,7 +6,7 @@ filesystem (a tmpfs ``/tmp``, a cluster's node-local ``/tmp`` with the outputs o
 network storage) committing it is a copy that first truncates the existing
 ``last.ckpt``, so a crash or a full disk at that moment loses both checkpoints.
 This plug-in writes like every other file of the project, through
-:func:`transformer_net.checkpoint.atomic_torch_save`: serialized to memory, the
+:func:`transformer_net.atomic.atomic_torch_save`: serialized to memory, the
 free space checked, a temporary file in the destination folder, fsynced, then
 ``os.replace``.
 """
@@ -18,7 +18,7 @@ from typing import Any
 
 from pytorch_lightning.plugins import TorchCheckpointIO
 
-from .checkpoint import atomic_torch_save
+from .atomic import atomic_torch_save
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

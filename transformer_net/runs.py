@@ -30,6 +30,9 @@ from typing import Any
 import torch
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
+from .checkpoint import FORMAT as MODEL_FILE_FORMAT
+from .weights_only import refused_global
+
 log = logging.getLogger(__name__)
 
 
@@ -77,16 +80,17 @@ def read_checkpoint(path: Path) -> dict:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        if "weights_only" in str(e) or "GLOBAL" in str(e):
+        refused = refused_global(e, path)
+        if refused:
             raise RunFolderError(
-                f"{path}: refused: the file holds Python objects that could run code"
+                f"{path}: refused: the file holds Python objects ({refused}) that could run code"
             ) from None
         raise RunFolderError(f"{path}: corrupt checkpoint, cannot resume from it") from None
     except Exception as e:  # truncated zip, bad magic, not a torch file
         raise RunFolderError(
             f"{path}: truncated or corrupt checkpoint, cannot resume from it ({type(e).__name__})"
         ) from None
-    if isinstance(obj, Mapping) and obj.get("format") == "transformer-net":
+    if isinstance(obj, Mapping) and obj.get("format") == MODEL_FILE_FORMAT:
         raise RunFolderError(
             f"{path}: a model file for stylize.py, not a training checkpoint; resume from "
             "a .ckpt of the run's checkpoints/ folder (model files hold no optimizer state)"

@@ -35,11 +35,13 @@ import pickle
 import re
 import sys
 import urllib.parse
-import uuid
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from .atomic import atomic_torch_save
+from .weights_only import refused_global
 
 # Index in torchvision's ``vgg16().features`` of each ReLU, by its usual name.
 LAYER_INDEX = {
@@ -224,15 +226,14 @@ def _read_state_dict(path: Path, source: str, retry: str = "") -> dict:
         raw = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         # torch's message advises weights_only=False; that runs whatever the file holds.
-        text = str(e)
-        refused = re.search(r"GLOBAL (\S+)|unrecognized function|Can only create new object", text)
+        refused = refused_global(e, path)
         if refused:
-            what = f" ({refused.group(1)})" if refused.group(1) else ""
             raise VGGWeightsError(
-                f"{source}: refused: besides tensors the file holds Python objects{what}, and "
-                "loading them could run code; use a file of tensors only, such as one saved "
-                "with torch.save(model.state_dict(), path)"
+                f"{source}: refused: besides tensors the file holds Python objects ({refused}), "
+                "and loading them could run code; use a file of tensors only, such as one "
+                "saved with torch.save(model.state_dict(), path)"
             ) from None
+        text = str(e)
         detail = text.rpartition("WeightsUnpickler error:")[2].split("Check the documentation")[0]
         detail = " ".join(detail.split())
         if not detail or "weights_only" in detail:
@@ -294,12 +295,9 @@ def fetch_vgg16(name: str, *, hint: str | None = None, progress: bool = True) ->
             f"{original}: no 'features.*' tensors in the {label}; delete it and rerun, or pass "
             f"a local file: {hint}"
         )
-    tmp = features.with_name(f"{features.name}.{uuid.uuid4().hex}.partial")
-    try:
-        torch.save(kept, tmp)
-        os.replace(tmp, features)  # atomic: other processes see all of it or nothing
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
+    try:  # atomic: other processes see all of it or nothing
+        atomic_torch_save(kept, features)
+    except OSError as e:  # a full disk (DiskFullError) included
         raise VGGWeightsError(
             f"cannot write {features}: {_first_line(e)}; free some disk space or set "
             f"TORCH_HOME to a writable folder, or pass a local file: {hint}"
