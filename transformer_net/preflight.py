@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import shlex
 import shutil
-import urllib.parse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,7 +91,7 @@ def prepare_inputs(
         _collect(problems, check_folder, Path(str(data.val_root)).expanduser(), "data.val_root")
     weights = str(cfg.loss.vgg_weights)
     if weights in vgg.DOWNLOADED_WEIGHTS:
-        if not _vgg_cached(weights):
+        if not vgg.is_cached(weights):
             downloads.append(_vgg_download(weights))
     elif weights != "random" and not Path(weights).expanduser().is_file():
         problems.append(
@@ -206,22 +205,6 @@ def _vgg_download(name: str) -> _Download:
         setting="loss.vgg_weights=/path/to/vgg16.pth",
         fetch=lambda: vgg.fetch_vgg16(name, hint="loss.vgg_weights=/path/vgg16.pth"),
     )
-
-
-def _vgg_cached(name: str) -> bool:
-    """Whether ``vgg.fetch_vgg16(name)`` would find its file without the network.
-
-    Mirrors fetch_vgg16's cache layout (the URL's file name in the torch hub
-    checkpoints folder, and for caffe its ``-features`` copy). A wrong answer
-    costs nothing but the listing: fetch_vgg16 itself still finds or fetches it.
-    """
-    import torch
-
-    url = vgg.CAFFE_VGG16_URL if name == "caffe" else vgg.IMAGENET_VGG16_URL
-    file_name = Path(urllib.parse.urlsplit(url).path).name
-    original = Path(torch.hub.get_dir()) / "checkpoints" / file_name
-    features = original.with_name(f"{original.stem}-features{original.suffix}")
-    return original.is_file() or (name == "caffe" and features.is_file())
 
 
 def _has_photos(root: Path) -> bool:

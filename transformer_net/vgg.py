@@ -275,13 +275,11 @@ def fetch_vgg16(name: str, *, hint: str | None = None, progress: bool = True) ->
         label = "torchvision VGG-16 weights"
     if hint is None:
         hint = _OFFLINE_HINT.format(preprocessing=default_preprocessing(name))
-    folder = Path(torch.hub.get_dir()) / "checkpoints"
-    original = folder / Path(urllib.parse.urlsplit(url).path).name
+    original, features = _cache_paths(name)
     if name == "imagenet":
         if not original.is_file():
             _download(url, original, prefix, label=label, hint=hint, progress=progress)
         return original
-    features = original.with_name(f"{original.stem}-features{original.suffix}")
     if features.is_file():
         return features
     if original.is_file():  # left by an interrupted conversion, or put there by hand
@@ -304,6 +302,22 @@ def fetch_vgg16(name: str, *, hint: str | None = None, progress: bool = True) ->
         ) from None
     original.unlink(missing_ok=True)  # the features copy replaces it
     return features
+
+
+def is_cached(name: str) -> bool:
+    """Whether :func:`fetch_vgg16` would find ``name``'s weights without the network."""
+    original, features = _cache_paths(name)
+    return original.is_file() or (name == "caffe" and features.is_file())
+
+
+def _cache_paths(name: str) -> tuple[Path, Path]:
+    """Where ``name``'s download (the URL's file name in the torch hub checkpoints
+    folder) and, for ``caffe``, its features-only copy live."""
+    url = CAFFE_VGG16_URL if name == "caffe" else IMAGENET_VGG16_URL
+    original = (
+        Path(torch.hub.get_dir()) / "checkpoints" / Path(urllib.parse.urlsplit(url).path).name
+    )
+    return original, original.with_name(f"{original.stem}-features{original.suffix}")
 
 
 def _download(url: str, dst: Path, prefix: str, *, label: str, hint: str, progress: bool) -> None:
