@@ -30,7 +30,7 @@ from __future__ import annotations
 import os
 import pickle
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -216,16 +216,25 @@ def _weights(
         if not value.is_floating_point():
             raise _not_ours(path, f"{name} is a {value.dtype} tensor, expected floating point")
         out[key] = value
-    for key, value in out.items():
-        # A diverged training run saves NaN weights: the model would only give
-        # black images, so it is refused here rather than stylizing with it.
-        bad = int((~torch.isfinite(value)).sum())
+    refuse_nonfinite(path, out.items())
+    return out
+
+
+def refuse_nonfinite(path: str | os.PathLike, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
+    """ModelFileError naming ``path`` and the first floating tensor holding NaN/inf.
+
+    A diverged training run saves NaN weights: the model would only give black
+    images, so every loader (model files, TorchScript, ONNX) refuses it instead.
+    """
+    for name, value in weights:
+        if not value.is_floating_point():
+            continue
+        bad = int((~torch.isfinite(value.detach())).sum())
         if bad:
             raise ModelFileError(
-                f"{path}: weights hold NaN/inf ({bad} of {value.numel()} values of {key!r}): "
+                f"{path}: weights hold NaN/inf ({bad} of {value.numel()} values of {name!r}): "
                 "the model would give black images (training diverged?)"
             )
-    return out
 
 
 def _model_args(path: Path, sd: Mapping[str, torch.Tensor], file_args: Mapping | None) -> dict:

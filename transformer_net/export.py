@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from .atomic import atomic_write
-from .checkpoint import ModelFileError, _short, check_model_path
+from .checkpoint import ModelFileError, _short, check_model_path, refuse_nonfinite
 from .inference import pick_device
 from .model import TransformerNet
 
@@ -152,29 +152,6 @@ def _to_uint8(y: torch.Tensor) -> torch.Tensor:
     return y.float().clamp_(0, 255).round_().to(torch.uint8).cpu()
 
 
-def _nonfinite_weights(path: Path, weights) -> None:
-    """ModelFileError naming ``path`` if any of the (name, array) ``weights`` holds NaN/inf.
-
-    A diverged training run exported as is gives only black images; this says
-    why instead (the model-file loader checks the same).
-    """
-    for name, value in weights:
-        if isinstance(value, torch.Tensor):
-            if not value.is_floating_point():
-                continue
-            finite = torch.isfinite(value.detach()).cpu().numpy()
-        elif np.issubdtype(value.dtype, np.floating):  # an ONNX initializer
-            finite = np.isfinite(value)
-        else:
-            continue
-        if not finite.all():
-            bad = int(finite.size - finite.sum())
-            raise ModelFileError(
-                f"{path}: weights hold NaN/inf ({bad} of {finite.size} values of {name!r}): "
-                "the model would give black images (training diverged?)"
-            )
-
-
 class OnnxStylizer:
     """An ``.onnx`` file run by onnxruntime, with the interface of ``inference.Stylizer``.
 
@@ -252,7 +229,8 @@ def _check_onnx_weights(path: Path) -> None:
         weights = [(i.name, numpy_helper.to_array(i)) for i in model.graph.initializer]
     except Exception:  # noqa: BLE001 - no onnx package, or external data: onnxruntime ran it
         return
-    _nonfinite_weights(path, weights)
+    floating = [(n, a) for n, a in weights if np.issubdtype(a.dtype, np.floating)]
+    refuse_nonfinite(path, [(n, torch.from_numpy(np.array(a))) for n, a in floating])
 
 
 class TorchScriptStylizer:
@@ -277,7 +255,7 @@ class TorchScriptStylizer:
             raise ModelFileError(
                 f"{path}: corrupt or not a TorchScript file ({_short(e)})"
             ) from None
-        _nonfinite_weights(path, self.model.state_dict().items())
+        refuse_nonfinite(path, self.model.state_dict().items())
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
         """(3, H, W) uint8 RGB -> (3, H, W) uint8 RGB, same size, on the CPU."""
