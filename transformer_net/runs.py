@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import pickle
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,7 @@ class FoundCheckpoint:
 
     path: Path
     global_step: int
+    checkpoint: dict = field(repr=False)  # as read, so that resuming does not read it again
 
 
 def checkpoints_of(output_dir: Path) -> list[Path]:
@@ -57,18 +58,17 @@ def checkpoints_of(output_dir: Path) -> list[Path]:
 
 def newest_checkpoint(output_dir: Path) -> FoundCheckpoint | None:
     """The checkpoint with the highest global step (ties: the newer file)."""
-    found = []
+    best: tuple[int, float, FoundCheckpoint] | None = None
     for path in checkpoints_of(output_dir):
         try:
-            step = _global_step(read_checkpoint(path))
+            checkpoint = read_checkpoint(path)
         except RunFolderError as e:
             log.warning("skipping %s", e)
             continue
-        found.append((step, path.stat().st_mtime, path))
-    if not found:
-        return None
-    step, _, path = max(found)
-    return FoundCheckpoint(path, step)
+        key = (_global_step(checkpoint), path.stat().st_mtime)
+        if best is None or key > best[:2]:  # only the newest stays in memory
+            best = (*key, FoundCheckpoint(path, key[0], checkpoint))
+    return best[2] if best else None
 
 
 def read_checkpoint(path: Path) -> dict:
@@ -187,10 +187,10 @@ def resolve_resume(
             if rank_zero_only.rank == 0:
                 _new_run(output_dir, None, model_file, overwrite=overwrite)
             return None
-        path = newest.path
+        path, checkpoint = newest.path, newest.checkpoint
     else:
         path = Path(ckpt_path).expanduser()
-    checkpoint = read_checkpoint(path)
+        checkpoint = read_checkpoint(path)
     check_compatible(path, checkpoint, model, loss)
     step = _global_step(checkpoint)
     if newest is not None and newest.global_step > step and not overwrite:
