@@ -140,9 +140,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
 
     def prepare_data(self) -> None:
         """Fetch a small COCO sample into ``root`` when asked to and it has no images."""
-        from .prepared import is_prepared
-
-        has_data = self.root.is_dir() and (is_prepared(self.root) or has_images(self.root))
+        has_data = self.root.is_dir() and holds_photos(self.root)
         if self.download_sample > 0 and not has_data:
             from .download import fetch_coco_sample
 
@@ -257,19 +255,24 @@ def has_images(folder: str | os.PathLike) -> bool:
     return False
 
 
+def holds_photos(folder: Path) -> bool:
+    """Whether ``folder`` holds photos: a prepared folder, or any image file."""
+    from .prepared import is_prepared
+
+    return is_prepared(folder) or has_images(folder)
+
+
 def check_folder(folder: Path, key: str, *, prepared_ok: bool = False) -> None:
     """Raise DataError naming ``folder`` and the setting ``key`` if it holds no photos.
 
     ``prepared_ok``: a folder made by scripts/prepare_dataset.py counts as photos.
     """
-    from .prepared import is_prepared
-
     if not folder.exists():
         hint = " or get COCO: python scripts/download_coco.py" if key == "data.root" else ""
         raise DataError(f"{folder}: data folder does not exist (set {key}=/path/to/images{hint})")
     if not folder.is_dir():
         raise DataError(f"{folder}: not a folder (set {key}=/path/to/images)")
-    if not ((prepared_ok and is_prepared(folder)) or has_images(folder)):
+    if not (holds_photos(folder) if prepared_ok else has_images(folder)):
         raise DataError(f"{folder}: no images found (searched recursively for .jpg, .png, ...)")
 
 

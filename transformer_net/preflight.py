@@ -24,7 +24,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from . import download, vgg
-from .data import DataError, check_folder, has_images
+from .data import DataError, check_folder, holds_photos
 from .download import DownloadError
 from .image import ImageError
 from .vgg import VGGWeightsError
@@ -77,7 +77,7 @@ def prepare_inputs(
     if data.get("root") is not None:
         root = Path(str(data.root)).expanduser()
         sample = int(data.get("download_sample") or 0)
-        if sample > 0 and not (root.is_dir() and _has_photos(root)):
+        if sample > 0 and not (root.is_dir() and holds_photos(root)):
             downloads.append(
                 _Download(
                     what=f"{sample} COCO sample photos for {root}",
@@ -97,10 +97,7 @@ def prepare_inputs(
         problems.append(
             VGGWeightsError(f"{weights}: VGG-16 weights file not found (loss.vgg_weights)")
         )
-    if len(problems) == 1:
-        raise problems[0]
-    if problems:
-        raise InputError(f"{len(problems)} inputs are missing: " + "; ".join(map(str, problems)))
+    _raise_together(problems)
     _fetch_all(downloads, _hydra_overrides() if command is None else list(command))
     return [
         (style.name, style.path if style.download is None else style.download.result)
@@ -120,10 +117,7 @@ def resolve_styles(style: DictConfig) -> list[tuple[str, Path]]:
         for s in styles
         if s.download is None and s.path is not None and not s.path.is_file()
     ]
-    if len(missing) == 1:
-        raise missing[0]
-    if missing:
-        raise InputError(f"{len(missing)} inputs are missing: " + "; ".join(map(str, missing)))
+    _raise_together(missing)
     _fetch_all([s.download for s in styles if s.download is not None], _hydra_overrides())
     return [(s.name, s.path if s.download is None else s.download.result) for s in styles]
 
@@ -207,10 +201,12 @@ def _vgg_download(name: str) -> _Download:
     )
 
 
-def _has_photos(root: Path) -> bool:
-    from .prepared import is_prepared
-
-    return is_prepared(root) or has_images(root)
+def _raise_together(problems: list[Exception]) -> None:
+    """One problem as itself; several as one InputError naming them all."""
+    if len(problems) == 1:
+        raise problems[0]
+    if problems:
+        raise InputError(f"{len(problems)} inputs are missing: " + "; ".join(map(str, problems)))
 
 
 def _collect(problems: list[Exception], check: Callable[..., None], *args, **kwargs) -> None:
