@@ -21,21 +21,13 @@ from typing import Any, BinaryIO
 
 import torch
 
+from .errors import DiskFullError
+
 _MB = 1e6
 # Kept free beyond the file itself: the filesystem's own metadata needs some room,
 # and a disk filled to the last byte breaks other programs (and our logs).
 _HEADROOM = 1 << 20
 _FULL = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
-
-
-class DiskFullError(OSError):
-    """No space left for a write; names the folder, the space needed and what was kept."""
-
-    def __init__(self, message: str):
-        super().__init__(errno.ENOSPC, message)
-
-    def __str__(self) -> str:
-        return str(self.strerror)
 
 
 @contextmanager

@@ -37,6 +37,7 @@ from typing import Any
 import torch
 
 from .atomic import atomic_torch_save
+from .errors import ModelFileError, first_line
 from .model import TransformerNet
 from .weights_only import refused_global
 
@@ -44,10 +45,6 @@ FORMAT = "transformer-net"
 FORMAT_VERSION = 1
 _LEGACY_SUFFIXES = (".running_mean", ".running_var", ".num_batches_tracked")
 _LIGHTNING_PREFIX = "transformer."
-
-
-class ModelFileError(ValueError):
-    """A model file is missing, unreadable or not a TransformerNet; names the file."""
 
 
 def save_model_file(
@@ -174,7 +171,7 @@ def _torch_load(path: Path) -> Any:
         # The unpickler's own words (a KeyError of a byte value, torch's advice on
         # weights_only) say nothing to the user; zip and I/O errors do.
         garbled = isinstance(e, (KeyError, EOFError, pickle.UnpicklingError))
-        reason = "unreadable data" if garbled else _short(e)
+        reason = "unreadable data" if garbled else first_line(e)
         raise ModelFileError(f"{path}: corrupt or not a PyTorch file ({reason})") from None
 
 
@@ -317,11 +314,5 @@ def load_model(
     try:
         model.load_state_dict(sd)
     except RuntimeError as e:
-        raise _not_ours(Path(path), f"weights do not fit ({_short(e)})") from None
+        raise _not_ours(Path(path), f"weights do not fit ({first_line(e)})") from None
     return model.to(device).eval(), meta
-
-
-def _short(e: BaseException) -> str:
-    text = str(e).strip()
-    text = text.splitlines()[0] if text else type(e).__name__
-    return text if len(text) <= 200 else text[:197] + "..."

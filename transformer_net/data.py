@@ -23,6 +23,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from .errors import DataError
 from .image import is_image_file, list_images, load_short_side, pil_to_tensor
 from .sampler import ResumableDataLoader, ResumableSampler, crop_rng, randrange
 
@@ -33,10 +34,6 @@ MAX_CONSECUTIVE_FAILURES = 50
 # Validation photos per batch at most (beyond the training batch size): they are
 # processed without gradients, so 16 take less memory than a training batch of 4.
 VAL_BATCH_LIMIT = 16
-
-
-class DataError(ValueError):
-    """The training data is missing or unusable; the message names the folder."""
 
 
 class ImageFolderDataset(Dataset):

@@ -15,6 +15,8 @@ import urllib.request
 import zipfile
 from pathlib import Path, PurePosixPath
 
+from .errors import DownloadError
+
 __all__ = [
     "COCO_SAMPLE_URLS",
     "COCO_TRAIN2014_COUNT",
@@ -45,19 +47,6 @@ _CHUNK = 1 << 20
 _MB = 1e6
 _USER_AGENT = "transformer-net-downloader/1.0"
 _RESUME_HINT = "check your connection and rerun: the download resumes where it stopped"
-
-
-class DownloadError(RuntimeError):
-    """A download or extraction failed; the one-line message names the URL or file.
-
-    ``network`` is True when the server could not be reached or the connection
-    broke (offline, DNS failure, timeout), as opposed to an answer such as HTTP
-    404 or a local problem such as a full disk: other downloads would fail too.
-    """
-
-    def __init__(self, message: str, *, network: bool = False) -> None:
-        super().__init__(message)
-        self.network = network
 
 
 def cache_dir() -> Path:

@@ -34,7 +34,8 @@ import numpy as np
 import torch
 
 from .atomic import atomic_write
-from .checkpoint import ModelFileError, _short, check_model_path, refuse_nonfinite
+from .checkpoint import ModelFileError, check_model_path, refuse_nonfinite
+from .errors import first_line
 from .inference import pick_device
 from .model import TransformerNet
 
@@ -183,7 +184,9 @@ class OnnxStylizer:
                 str(path), options, providers=providers or ["CPUExecutionProvider"]
             )
         except Exception as e:  # onnxruntime raises its own exception types
-            raise ModelFileError(f"{path}: corrupt or not an ONNX model ({_short(e)})") from None
+            raise ModelFileError(
+                f"{path}: corrupt or not an ONNX model ({first_line(e)})"
+            ) from None
         inputs = self.session.get_inputs()
         if len(inputs) != 1 or len(inputs[0].shape) != 4 or inputs[0].shape[1] not in (3, "3"):
             shapes = [i.shape for i in inputs]
@@ -209,7 +212,7 @@ class OnnxStylizer:
         try:
             y = self.session.run(None, {self.input_name: x})[0]
         except Exception as e:
-            raise ValueError(f"onnxruntime failed: {_short(e)}") from None
+            raise ValueError(f"onnxruntime failed: {first_line(e)}") from None
         return _to_uint8(torch.from_numpy(y))
 
     def timed(self, image: torch.Tensor) -> tuple[torch.Tensor, float]:
@@ -253,7 +256,7 @@ class TorchScriptStylizer:
                 self.model = torch.jit.load(str(path), map_location=self.device).eval()
         except Exception as e:  # RuntimeError for anything from a bad zip to unknown ops
             raise ModelFileError(
-                f"{path}: corrupt or not a TorchScript file ({_short(e)})"
+                f"{path}: corrupt or not a TorchScript file ({first_line(e)})"
             ) from None
         refuse_nonfinite(path, self.model.state_dict().items())
 

@@ -18,6 +18,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .atomic import atomic_write
+from .errors import ImageError
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
@@ -27,10 +28,6 @@ IMAGE_EXTENSIONS = frozenset(
 # (--size, --scale) is held to the same limit: larger results cannot be read back.
 MAX_PIXELS = 400_000_000
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
-
-
-class ImageError(ValueError):
-    """An image file could not be read or written; the message names the file."""
 
 
 def is_image_file(path: str | os.PathLike) -> bool:

@@ -18,6 +18,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
+from .errors import NonFiniteLossError
 from .image import load_image
 from .inference import native_bf16
 from .loss import PerceptualLoss
@@ -27,10 +28,6 @@ from .model import TransformerNet
 # weights every run and would add 30-60 MB to each file).
 _VGG_PREFIX = "loss_net.vgg."
 SCHEDULERS = ("none", "cosine", "step")
-
-
-class NonFiniteLossError(RuntimeError):
-    """The training loss became NaN or infinite; the message names the step."""
 
 
 class StyleTransferModule(pl.LightningModule):

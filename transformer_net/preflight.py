@@ -26,16 +26,13 @@ from omegaconf import DictConfig, OmegaConf
 from . import download, vgg
 from .data import DataError, check_folder, holds_photos
 from .download import DownloadError
+from .errors import InputError
 from .image import ImageError
 from .vgg import VGGWeightsError
 
 # What Hydra writes into the run folder before train() runs.
 HYDRA_RUN_FILES = frozenset({".hydra", "train.log"})
 HYDRA_CONFIG_FILES = frozenset({"config.yaml", "hydra.yaml", "overrides.yaml"})
-
-
-class InputError(ValueError):
-    """Inputs of a run are missing; the one-line message names them all."""
 
 
 @dataclass

@@ -31,13 +31,10 @@ import torch
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from .checkpoint import FORMAT as MODEL_FILE_FORMAT
+from .errors import RunFolderError
 from .weights_only import refused_global
 
 log = logging.getLogger(__name__)
-
-
-class RunFolderError(ValueError):
-    """The run folder or the checkpoint to resume from cannot be used as asked."""
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,7 @@ import torch
 from torch import nn
 
 from .atomic import atomic_torch_save
+from .errors import VGGWeightsError, first_line
 from .weights_only import refused_global
 
 # Index in torchvision's ``vgg16().features`` of each ReLU, by its usual name.
@@ -74,10 +75,6 @@ _OFFLINE_HINT = (
     "loss.vgg_weights=/path/vgg16.pth (train.py) or --vgg-weights /path/vgg16.pth "
     "--preprocessing {preprocessing} (stylize.py, scripts/evaluate.py)"
 )
-
-
-class VGGWeightsError(RuntimeError):
-    """The VGG-16 weights could not be found, downloaded or read."""
 
 
 def default_preprocessing(weights: str | os.PathLike) -> str:
@@ -243,7 +240,7 @@ def _read_state_dict(path: Path, source: str, retry: str = "") -> dict:
         ) from None
     except Exception as e:  # corrupt, truncated, not a torch file
         raise VGGWeightsError(
-            f"{source}: cannot read VGG-16 weights ({type(e).__name__}: {_first_line(e)}){retry}"
+            f"{source}: cannot read VGG-16 weights ({type(e).__name__}: {first_line(e)}){retry}"
         ) from None
     if isinstance(raw, dict) and isinstance(raw.get("state_dict"), dict):
         raw = raw["state_dict"]
@@ -297,7 +294,7 @@ def fetch_vgg16(name: str, *, hint: str | None = None, progress: bool = True) ->
         atomic_torch_save(kept, features)
     except OSError as e:  # a full disk (DiskFullError) included
         raise VGGWeightsError(
-            f"cannot write {features}: {_first_line(e)}; free some disk space or set "
+            f"cannot write {features}: {first_line(e)}; free some disk space or set "
             f"TORCH_HOME to a writable folder, or pass a local file: {hint}"
         ) from None
     original.unlink(missing_ok=True)  # the features copy replaces it
@@ -326,7 +323,7 @@ def _download(url: str, dst: Path, prefix: str, *, label: str, hint: str, progre
         dst.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise VGGWeightsError(
-            f"cannot create {dst.parent}: {_first_line(e)}; set TORCH_HOME to a writable "
+            f"cannot create {dst.parent}: {first_line(e)}; set TORCH_HOME to a writable "
             f"folder, or pass a local file: {hint}"
         ) from None
     if progress:
@@ -343,7 +340,7 @@ def _download(url: str, dst: Path, prefix: str, *, label: str, hint: str, progre
                 "was cut short or the file on the server changed, and nothing was kept"
             )
         else:
-            why = f"{type(e).__name__}: {_first_line(e)}"
+            why = f"{type(e).__name__}: {first_line(e)}"
         raise VGGWeightsError(
             f"cannot download the {label} from {url} ({why}); offline, pass a local file: {hint}"
         ) from None
@@ -359,8 +356,3 @@ def _check_sha256(path: Path, prefix: str, *, hint: str) -> None:
             f"{path}: SHA-256 starts {digest.hexdigest()[:8]}, not {prefix}; delete it and rerun "
             f"to download it again, or pass a local file: {hint}"
         )
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return " ".join(text.splitlines()[0].split()) if text else "no details"

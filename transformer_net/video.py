@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from .atomic import atomic_path
+from .errors import VideoError, first_line
 from .image import resized_size
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v"})
@@ -43,10 +44,6 @@ VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v"})
 VIDEO_ENCODERS = ("libx264", "mpeg4", "libvpx-vp9", "libvpx")
 AUDIO_ENCODERS = ("aac", "libopus", "opus")
 INSTALL_HINT = 'video needs PyAV: pip install "transformer-net[video]"'
-
-
-class VideoError(ValueError):
-    """A video could not be read or written; the message names the file."""
 
 
 def is_video_file(path: str | os.PathLike) -> bool:
@@ -164,17 +161,11 @@ def _open_input(av, path: Path):
     except FileNotFoundError:
         raise VideoError(f"{path}: file not found") from None
     except (av.error.FFmpegError, OSError, ValueError) as e:
-        raise VideoError(f"{path}: cannot read video ({_short(e)})") from None
+        raise VideoError(f"{path}: cannot read video ({first_line(e)})") from None
     if not container.streams.video:
         container.close()
         raise VideoError(f"{path}: no video stream")
     return container
-
-
-def _short(e: BaseException) -> str:
-    """FFmpeg's reason without the errno and the (temporary) file name."""
-    text = (getattr(e, "strerror", None) or str(e)).strip().splitlines()
-    return text[0] if text else type(e).__name__
 
 
 def _frame_rate(stream) -> Fraction:
@@ -360,7 +351,7 @@ def stylize_video(
             try:
                 out = av.open(str(tmp), "w")
             except (av.error.FFmpegError, OSError, ValueError) as e:
-                raise VideoError(f"{dst}: cannot write video ({_short(e)})") from None
+                raise VideoError(f"{dst}: cannot write video ({first_line(e)})") from None
             try:
                 vout, codec = _add_video_stream(out, av, dst=dst, size=size, rate=rate, crf=crf)
                 audio = _AudioSink(out, av, ain, dst=dst) if ain is not None else None
@@ -370,7 +361,7 @@ def stylize_video(
                 )  # fmt: skip
                 out.close()  # writes the trailer (the MP4 index): errors count
             except av.error.FFmpegError as e:
-                raise VideoError(f"{dst}: cannot write video ({_short(e)})") from None
+                raise VideoError(f"{dst}: cannot write video ({first_line(e)})") from None
             finally:
                 try:
                     out.close()  # no-op when closed; after an error the file is deleted anyway
@@ -414,7 +405,7 @@ def _run(av, inp, vin, ain, out, vout, audio, stylizer, finish, *, src, dst, siz
                         return
             pipe.put(pipe.frames, None)
         except av.error.FFmpegError as e:
-            pipe.fail(VideoError(f"{src}: cannot decode video ({_short(e)})"))
+            pipe.fail(VideoError(f"{src}: cannot decode video ({first_line(e)})"))
         except BaseException as e:  # noqa: BLE001 - handed to the main thread
             pipe.fail(e)
 
@@ -440,7 +431,7 @@ def _run(av, inp, vin, ain, out, vout, audio, stylizer, finish, *, src, dst, siz
         except _Stopped:
             pass
         except av.error.FFmpegError as e:
-            pipe.fail(VideoError(f"{dst}: cannot write video ({_short(e)})"))
+            pipe.fail(VideoError(f"{dst}: cannot write video ({first_line(e)})"))
         except BaseException as e:  # noqa: BLE001
             pipe.fail(e)
 
@@ -521,7 +512,7 @@ def read_frames(
             if max_frames is not None and len(frames) >= max_frames:
                 break
     except av.error.FFmpegError as e:
-        raise VideoError(f"{path}: {_short(e)}") from None
+        raise VideoError(f"{path}: {first_line(e)}") from None
     finally:
         container.close()
     if not frames:
