@@ -11,20 +11,23 @@ One network can also learn several styles (Dumoulin et al. 2017, style=multi).
 
 Everything a run writes goes to ``output_dir`` (outputs/<style> by default):
 TensorBoard logs, checkpoints, the model file for stylize.py and a preview.
+``train(cfg)`` only instantiates, fits and returns; the package holds the logic
+(inputs: ``preflight.py``, run folder: ``runs.py``, the math: ``module.py``, the
+side jobs: ``callbacks.py``).
 """
 
 from __future__ import annotations
 
-import logging
 import sys
-import time
 from pathlib import Path
+from typing import Any
 
 import hydra
 import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from pytorch_lightning.callbacks import ModelSummary, ProgressBar
@@ -32,40 +35,24 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.plugins.environments import SLURMEnvironment
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from transformer_net.atomic import DiskFullError
-from transformer_net.checkpoint import ModelFileError, save_model_file
-from transformer_net.console import next_steps, quiet_lightning
-from transformer_net.data import DataError
-from transformer_net.download import DownloadError
+from transformer_net.callbacks import ExportModelFile, FinalCheckpoint, WritePreview, written
+from transformer_net.console import quiet_lightning
+from transformer_net.errors import TransformerNetError, first_line
 from transformer_net.hparams import log_config
-from transformer_net.image import ImageError
-from transformer_net.inference import bf16_emulation_warning
-from transformer_net.module import NonFiniteLossError, auto_precision, write_preview
+from transformer_net.module import training_precision
 from transformer_net.preflight import prepare_inputs, remove_unused_run_dir
-from transformer_net.preflight import resolve_styles as resolve_styles  # imported from here
-from transformer_net.runs import RunFolderError, resolve_resume, start_over
-from transformer_net.vgg import VGGWeightsError
-
-log = logging.getLogger("transformer_net.train")
-# Errors caused by the user's input: reported as one line, no traceback.
-USER_ERRORS = (
-    DataError,
-    DownloadError,
-    ImageError,
-    ModelFileError,
-    VGGWeightsError,
-    OmegaConfBaseException,
-    ValueError,
-    FileNotFoundError,
-    NonFiniteLossError,
-    RunFolderError,
-)
+from transformer_net.runs import newest_log_version, resolve_resume, start_over
+from transformer_net.styles import load_style_images
 
 
-def train(cfg: DictConfig) -> dict[str, Path]:
-    """Train as configured; returns the paths of the model file, last checkpoint and logs."""
-    output_dir = Path(cfg.output_dir)
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Train as configured; returns what it wrote: ``output_dir``, ``checkpoint``,
+    ``model_file`` and ``preview`` (rank 0), ``log_dir``, and the ``steps`` trained.
+
+    Raises the project's errors (``transformer_net.errors``) for bad input.
+    """
     quiet_lightning()
+    output_dir = Path(cfg.output_dir)
     # A SLURM job requeued after SIGUSR1 resumes from Lightning's hpc_ckpt_N.ckpt.
     requeued = SLURMEnvironment.detect() and any(output_dir.glob("hpc_ckpt_*.ckpt"))
     # The run folder first: a run that is refused must not download anything.
@@ -78,130 +65,94 @@ def train(cfg: DictConfig) -> dict[str, Path]:
         overwrite=bool(cfg.get("overwrite", False)),
         requeued=requeued,
     )
-
-    # Check every input before building a network or touching a GPU, then fetch
-    # what is missing (style images, COCO sample, VGG weights); offline, one
-    # message names all that is missing (transformer_net/preflight.py).
+    # Every input checked, then what is missing fetched (one message names all
+    # that is missing offline): style images, COCO sample, VGG weights.
     styles = prepare_inputs(cfg)
-    multi = "names" in cfg.style
-    if multi:  # style=multi: the module gets the lists (in the order of style.names)
-        cfg.module.style_image = [str(path) for _, path in styles]
-        cfg.module.style_name = [name for name, _ in styles]
-    else:
-        cfg.style.image = str(styles[0][1])
     if not ckpt_path and cfg.get("overwrite", False):
         start_over(output_dir)
-    if cfg.trainer.precision == "auto":
-        cfg.trainer.precision = auto_precision()
-    on_cpu = cfg.trainer.accelerator == "cpu" or not torch.cuda.is_available()
-    warning = bf16_emulation_warning(torch.device("cpu")) if on_cpu else None
-    if warning and "bf16" in str(cfg.trainer.precision):
-        log.warning("trainer.precision=%s: %s", cfg.trainer.precision, warning)
+
     pl.seed_everything(cfg.seed, workers=True)
-    datamodule = hydra.utils.instantiate(cfg.data)
-    datamodule.prepare_data()
-    datamodule.find_files()
-    module = hydra.utils.instantiate(cfg.module)
-    callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    datamodule = instantiate(cfg.data)
+    datamodule.find_files()  # an unusable photo folder fails before the networks are built
+    module = instantiate(
+        cfg.module,
+        style_images=load_style_images([s.path for s in styles], cfg.style.size),
+        style_names=[s.name for s in styles],
+        style_sources=[str(s.path) for s in styles],
+    )
+    callbacks = _callbacks(cfg)
+    loggers = _loggers(cfg, resumed=bool(ckpt_path or requeued))
+    precision = training_precision(cfg.trainer.precision, cfg.trainer.accelerator)
+    trainer: pl.Trainer = instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers, precision=precision
+    )
+    # The resolved config: hparams.yaml, and TensorBoard's HPARAMS tab against val/loss.
+    config = OmegaConf.to_container(cfg, resolve=True)
+    config["trainer"]["precision"] = precision
+    log_config(trainer.loggers, config)
+
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+
+    tensorboard = [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
+    return {
+        "output_dir": output_dir,
+        "checkpoint": written(trainer, FinalCheckpoint),
+        "model_file": written(trainer, ExportModelFile),
+        "preview": written(trainer, WritePreview),
+        "log_dir": Path(tensorboard[0].root_dir) if tensorboard else None,
+        "steps": int(trainer.global_step),
+    }
+
+
+def _callbacks(cfg: DictConfig) -> list[pl.Callback]:
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     # Lightning refuses a progress bar callback when trainer.enable_progress_bar is
     # false; the switches decide, whatever the callbacks group holds.
     if not cfg.trainer.get("enable_progress_bar", True):
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     if not cfg.trainer.get("enable_model_summary", True):
         callbacks = [c for c in callbacks if not isinstance(c, ModelSummary)]
-    if ckpt_path or requeued:
-        continue_log_versions(cfg)
-    loggers = [hydra.utils.instantiate(c) for c in (cfg.get("logger") or {}).values()]
-    trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
-    # The resolved config: hparams.yaml, and TensorBoard's HPARAMS tab against val/loss.
-    log_config(trainer.loggers, OmegaConf.to_container(cfg, resolve=True))
-
-    started = time.monotonic()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-    seconds = time.monotonic() - started
-
-    # ModelCheckpoint saves every N steps; the final state is saved here, on every
-    # rank (Lightning writes on rank 0), so that `ckpt_path=last` extends the run.
-    result = {"output_dir": output_dir, "checkpoint": output_dir / "checkpoints" / "last.ckpt"}
-    trainer.save_checkpoint(result["checkpoint"], weights_only=False)  # with optimizer state
-    if trainer.is_global_zero:
-        if not all(torch.isfinite(p).all() for p in module.transformer.parameters()):
-            raise NonFiniteLossError("the trained weights contain NaN/inf: no model file written")
-        meta = {
-            "style": cfg.style.name,
-            "styles": [name for name, _ in styles],  # by index: stylize.py --style-index
-            **(
-                {"style_images": [str(path) for _, path in styles]}
-                if multi
-                else {"style_image": cfg.style.image}
-            ),
-            "global_step": int(trainer.global_step),
-            "image_size": int(cfg.data.image_size),
-            "loss": OmegaConf.to_container(cfg.loss, resolve=True),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        }
-        result["model_file"] = save_model_file(module.transformer, cfg.model_file, meta=meta)
-        preview = datamodule.preview_images(4)  # (n, 3, S, S) uint8
-        result["preview"] = write_preview(module.transformer, preview, output_dir / "preview.jpg")
-        log_dirs = [lg.root_dir for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
-        summary = next_steps(
-            steps=int(trainer.global_step),
-            seconds=seconds,
-            model_file=result["model_file"],
-            preview=result["preview"],
-            log_dir=Path(log_dirs[0]) if log_dirs else None,
-            styles=[name for name, _ in styles] if multi else (),
-        )
-        print(summary, flush=True)  # stdout: what to do next, after the progress bar
-    return result
+    return callbacks
 
 
-def continue_log_versions(cfg: DictConfig) -> None:
-    """On resume, log into the newest existing TensorBoard version so the curves continue.
-
-    Without this every resumed run would start a new ``version_N`` and each
-    preemption would split the curves into another run in TensorBoard.
-    """
+def _loggers(cfg: DictConfig, *, resumed: bool) -> list:
+    """The loggers; a resumed run logs into the newest existing TensorBoard version."""
+    loggers = []
     for logger_cfg in (cfg.get("logger") or {}).values():
-        if "version" not in logger_cfg or logger_cfg.version is not None:
-            continue
-        log_dir = Path(logger_cfg.save_dir) / str(logger_cfg.get("name") or "")
-        versions = [
-            int(d.name.split("_", 1)[1])
-            for d in log_dir.glob("version_*")
-            if d.is_dir() and d.name.split("_", 1)[1].isdigit()
-        ]
-        if versions:
-            logger_cfg.version = max(versions)
+        version = {}
+        if resumed and "version" in logger_cfg and logger_cfg.version is None:
+            found = newest_log_version(logger_cfg.save_dir, logger_cfg.get("name"))
+            version = {} if found is None else {"version": found}
+        loggers.append(instantiate(logger_cfg, **version))
+    return loggers
 
 
-@hydra.main(version_base="1.3", config_path="configs", config_name="train")
+@hydra.main(
+    version_base="1.3", config_path=str(Path(__file__).parent / "configs"), config_name="train"
+)
 def main(cfg: DictConfig) -> None:
     torch.set_float32_matmul_precision("high")
     run_dir = Path(HydraConfig.get().runtime.output_dir)  # Hydra created it before this call
-    finished = False
+    result = None
     try:
-        train(cfg)
-        finished = True
-    except DiskFullError as e:  # failed work, not bad usage: the message says what was kept
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
-    except USER_ERRORS as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except InstantiationException as e:  # a constructor rejected its config values
-        if not isinstance(e.__cause__, USER_ERRORS):
-            raise
-        print(f"error: {e.__cause__}", file=sys.stderr)
-        sys.exit(2)
+        result = train(cfg)
     except SIGTERMException:
         # Preempted: CheckpointOnInterrupt saved last.ckpt. 143 = 128 + SIGTERM,
         # so schedulers see a killed job (and requeue it where configured).
         print("stopped by SIGTERM; resume with ckpt_path=last", file=sys.stderr)
         sys.exit(143)
+    except (TransformerNetError, OmegaConfBaseException, InstantiationException) as e:
+        # Only our own errors (and config errors) are one line; a bug keeps its traceback.
+        error = e.__cause__ if isinstance(e, InstantiationException) else e
+        if not isinstance(error, (TransformerNetError, OmegaConfBaseException)):
+            raise
+        key = getattr(error, "full_key", None)  # OmegaConf's: which config key
+        where = f" ({key})" if key and key not in str(error) else ""
+        print(f"error: {first_line(error, limit=2000)}{where}", file=sys.stderr)
+        sys.exit(getattr(error, "exit_code", 2))
     finally:
         # A run that failed before training leaves no folder holding only Hydra's files.
-        if not finished:
+        if result is None:
             remove_unused_run_dir(run_dir)
 
 

@@ -13,22 +13,23 @@ import argparse
 import json
 import math
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+from torch.utils.benchmark import Measurement, Timer
+from tqdm import tqdm
 
-from transformer_net.data import DataError
-from transformer_net.image import ImageError, save_image
+from transformer_net.errors import ConfigError, TransformerNetError
+from transformer_net.image import load_image, save_image
 from transformer_net.inference import CudaGraphForward
 from transformer_net.model import TransformerNet, pad_conv_channels, use_slice_reflection_pad
 from transformer_net.module import StyleTransferModule
-from transformer_net.vgg import VGGWeightsError
 
 EPILOG = """\
 examples:
@@ -66,11 +67,16 @@ class Config:
         dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
         flags = set(parts[1:])
         if parts[0] not in dtypes or not flags <= {"cl", "compile", "graph", "pad8", "slicepad"}:
-            raise ValueError(f"unknown configuration {name!r} (see --help)")
+            raise ConfigError(f"unknown configuration {name!r} (see --help)")
         return cls(
-            name, dtypes[parts[0]], "cl" in flags, "compile" in flags, "graph" in flags,
-            "pad8" in flags, "slicepad" in flags,
-        )  # fmt: skip
+            name,
+            dtypes[parts[0]],
+            "cl" in flags,
+            "compile" in flags,
+            "graph" in flags,
+            "pad8" in flags,
+            "slicepad" in flags,
+        )
 
 
 @dataclass
@@ -106,8 +112,9 @@ def make_trainer_step(cfg: Config, args, device: torch.device, style_path: Path,
             "vgg_weights": args.vgg_weights,
             "preprocessing": args.vgg_preprocessing,
         },
-        style_image=str(style_path),
-        style_size=args.image_size,
+        style_images=[load_image(style_path, max_side=args.image_size)],
+        style_names=["style"],
+        optimizer={"_target_": "torch.optim.Adam", "lr": 1e-3},
         channels_last=cfg.channels_last,
         compile=cfg.compile,
     ).to(device)
@@ -169,11 +176,9 @@ def quality_check(configs, args, device, style_path) -> dict:
     for cfg in configs:
         step = make_trainer_step(cfg, args, device, style_path)
         first = float(step(batches[0].to(device)))
-        for k, batch in enumerate(batches[1:], 2):
+        # minutes per configuration on a CPU: a progress bar on stderr
+        for batch in tqdm(batches[1:], desc=f"quality {cfg.name}", unit="step", file=sys.stderr):
             step(batch.to(device))
-            if k % 25 == 0 or k == len(batches):  # minutes per configuration on a CPU
-                print(f"\rquality {cfg.name}: step {k}/{len(batches)}", end="", file=sys.stderr)
-        print(file=sys.stderr)
         module = step.module.float().eval()
         with torch.no_grad():
             out = module.transformer(held_out.contiguous())
@@ -216,39 +221,47 @@ def make_inference(cfg: Config, device: torch.device, compile_mode: str | None =
     return run, prepare
 
 
-def time_rounds(fns: dict, args, device: torch.device, per_call_images: int) -> dict:
-    """Interleave configurations over rounds; returns {name: [ms per call]}."""
-    times = {name: [] for name in fns}
-    for fn in fns.values():  # warm-up (compilation, cudnn autotune)
+def time_rounds(fns: dict[str, Callable[[], object]], args) -> dict[str, Measurement]:
+    """Interleave configurations over ``--rounds`` rounds of ``--steps`` calls each.
+
+    After ``--warmup`` untimed calls per configuration (compilation, cuDNN
+    autotuning, CUDA graph capture), each round times every configuration with
+    ``torch.utils.benchmark.Timer`` (which synchronizes the device and keeps
+    this process's thread count; its ``timeit`` adds two untimed calls). Returns
+    {name: one Measurement, one sample (seconds per call) per round}.
+    """
+    for fn in fns.values():
         for _ in range(args.warmup):
             fn()
-        sync(device)
+    timers = {
+        name: Timer("fn()", globals={"fn": fn}, num_threads=torch.get_num_threads(), label=name)
+        for name, fn in fns.items()
+    }
+    rounds: dict[str, list[Measurement]] = {name: [] for name in fns}
     for _ in range(args.rounds):
-        for name, fn in fns.items():
-            sync(device)
-            start = time.perf_counter()
-            for _ in range(args.steps):
-                fn()
-            sync(device)
-            times[name].append((time.perf_counter() - start) * 1000 / args.steps)
-    return times
+        for name, timer in timers.items():
+            rounds[name].append(timer.timeit(args.steps))
+    return {name: Measurement.merge(ms)[0] for name, ms in rounds.items()}
 
 
-def summarize(kind: str, shape: str, times: dict, per_call_images: int, device, mems) -> list:
+def summarize(
+    kind: str, shape: str, times: dict[str, Measurement], per_call_images: int, mems: dict
+) -> list[Result]:
+    """One Result per configuration, with its ratio to the first one's median."""
     results = []
-    for name, ms in times.items():
-        med = statistics.median(ms)
+    for name, m in times.items():
+        samples = [t * 1000 for t in m.times]  # ms per call, one per round
         results.append(
             Result(
-                kind,
-                name,
-                shape,
-                per_call_images * 1000 / med,
-                med,
-                min(ms),
-                mems.get(name),
-                samples_ms=[round(t, 3) for t in ms],
-            )  # fmt: skip
+                kind=kind,
+                config=name,
+                shape=shape,
+                images_per_s=per_call_images / m.median,
+                ms_median=m.median * 1000,
+                ms_min=min(samples),
+                peak_mem_mb=mems.get(name),
+                samples_ms=[round(t, 3) for t in samples],
+            )
         )
     base = results[0].ms_median
     for r in results:
@@ -265,9 +278,9 @@ def bench_training(configs, args, device, style_path) -> list[Result]:
         fns[cfg.name] = lambda step=step: step(batch)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    times = time_rounds(fns, args, device, b)
+    times = time_rounds(fns, args)
     mems = {name: peak_memory_mb(device) for name in fns}  # shared peak: see docs
-    results = summarize("train", f"{b}x{s}x{s}", times, b, device, mems)
+    results = summarize("train", f"{b}x{s}x{s}", times, b, mems)
     if args.data:
         results += bench_training_with_loader(configs[-1], args, device, style_path)
     return results
@@ -279,9 +292,12 @@ def training_batches(args):
     from transformer_net.data import ImageFolderDataModule
 
     dm = ImageFolderDataModule(
-        root=args.data, image_size=args.image_size, batch_size=args.batch_size,
-        num_workers=args.workers, val_count=0,
-    )  # fmt: skip
+        root=args.data,
+        image_size=args.image_size,
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        val_count=0,
+    )
     dm.setup("fit")
 
     def batches():
@@ -296,34 +312,20 @@ def bench_training_with_loader(cfg, args, device, style_path) -> list[Result]:
     """End to end: the data module's loader feeding the real step (last config)."""
     batches, _ = training_batches(args)
     step = make_trainer_step(cfg, args, device, style_path)
-    n = args.warmup + args.steps * args.rounds
-    ms = []
-    for i in range(n):
-        start = time.perf_counter()
-        step(next(batches).to(device, non_blocking=True))
-        sync(device)
-        if i >= args.warmup:
-            ms.append((time.perf_counter() - start) * 1000)
-    return summarize(
-        "train+data", f"{args.batch_size}x{args.image_size}²", {f"{cfg.name}+loader": ms},
-        args.batch_size, device, {},
-    )  # fmt: skip
+    name = f"{cfg.name}+loader"
+    times = time_rounds({name: lambda: step(next(batches).to(device, non_blocking=True))}, args)
+    shape = f"{args.batch_size}x{args.image_size}²"
+    return summarize("train+data", shape, times, args.batch_size, {})
 
 
 def bench_loader(args) -> list[Result]:
     """The data module's training loader alone (decoding, cropping, batching in
-    ``--workers`` processes): can it feed the GPU? Each round times ``--steps`` batches."""
+    ``--workers`` processes): can it feed the GPU? Each round times ``--steps`` batches
+    (the warm-up lets the workers start and fill their queues)."""
     batches, workers = training_batches(args)
-    for _ in range(args.warmup):  # the workers start and fill their queues
-        next(batches)
-    ms = []
-    for _ in range(args.rounds):
-        start = time.perf_counter()
-        for _ in range(args.steps):
-            next(batches)
-        ms.append((time.perf_counter() - start) * 1000 / args.steps)
+    times = time_rounds({f"loader-{workers}w": lambda: next(batches)}, args)
     shape = f"{args.batch_size}x{args.image_size}²"
-    return summarize("data", shape, {f"loader-{workers}w": ms}, args.batch_size, None, {})
+    return summarize("data", shape, times, args.batch_size, {})
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -341,8 +343,8 @@ def bench_inference(configs, args, device) -> list[Result]:
             run, prepare = make_inference(cfg, device, args.compile_mode)
             xi = prepare(x)
             fns[cfg.name] = lambda run=run, xi=xi: run(xi)
-        times = time_rounds(fns, args, device, 1)
-        results += summarize("stylize", f"{w}x{h}", times, 1, device, {})
+        times = time_rounds(fns, args)
+        results += summarize("stylize", f"{w}x{h}", times, 1, {})
     return results
 
 
@@ -358,8 +360,13 @@ def machine_info(device: torch.device) -> dict:
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                                text=True, cwd=Path(__file__).parent, timeout=10)  # fmt: skip
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).parent,
+            timeout=10,
+        )
         info["commit"] = commit.stdout.strip()
     except OSError:
         pass
@@ -373,15 +380,19 @@ def print_table(results: list[Result]) -> None:
     for r in results:
         mem = f"{r.peak_mem_mb:.0f}" if r.peak_mem_mb is not None else "-"
         ratio = f"{r.ratio:.2f}" if r.ratio is not None else "-"
-        print(f"{r.kind:<11} {r.config:<22} {r.shape:<12} {r.images_per_s:>9.2f} "
-              f"{r.ms_median:>9.2f} {r.ms_min:>9.2f} {ratio:>7} {mem:>8}")  # fmt: skip
+        print(
+            f"{r.kind:<11} {r.config:<22} {r.shape:<12} {r.images_per_s:>9.2f} "
+            f"{r.ms_median:>9.2f} {r.ms_min:>9.2f} {ratio:>7} {mem:>8}"
+        )
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="benchmark.py", description=__doc__, epilog=EPILOG,
+        prog="benchmark.py",
+        description=__doc__,
+        epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-    )  # fmt: skip
+    )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda")
     p.add_argument("--baseline", action="store_true", help="include fp32-eager-NCHW first")
     p.add_argument("--train-configs", default=None, help="comma-separated; default per device")
@@ -397,48 +408,46 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", default=None, help="folder (or prepared folder) for train+data")
     p.add_argument("--workers", type=int, default=None, help="loader workers for --data")
     p.add_argument(
-        "--compile-mode", default=None,
+        "--compile-mode",
+        default=None,
         help="torch.compile mode for -compile: default, reduce-overhead, max-autotune",
-    )  # fmt: skip
+    )
     p.add_argument(
-        "--loader-only", action="store_true",
+        "--loader-only",
+        action="store_true",
         help="with --data: time the training data loader alone (no model)",
-    )  # fmt: skip
+    )
     p.add_argument("--skip-training", action="store_true")
     p.add_argument("--skip-inference", action="store_true")
     p.add_argument("--json", default=None, help="also write the results here")
     p.add_argument(
-        "--quality-steps", type=int, default=0,
+        "--quality-steps",
+        type=int,
+        default=0,
         help="also train N steps per training config from the same start and compare",
-    )  # fmt: skip
-    args = p.parse_args(argv)
+    )
+    return p
 
-    from transformer_net.inference import native_bf16, pick_device
 
-    device = pick_device(args.device)
+def choose_configs(args, device: torch.device) -> tuple[list[Config], list[Config]]:
+    """The training and inference configurations to run (defaults per device);
+    :class:`ConfigError` for names or combinations that cannot run. Adjusts
+    ``args.warmup`` (CUDA graphs) and ``args.compile_mode`` to what they mean."""
+    from transformer_net.inference import native_bf16
+
     if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    torch.set_float32_matmul_precision("high")
-    gpu = device.type == "cuda"
-    if gpu:
         # the fastest measured on an H100 (docs/benchmarks.md); --baseline adds fp32 eager
         default_train, default_infer = "bf16-cl-compile", "bf16-cl-compile,bf16-cl-compile-graph"
     elif native_bf16(device):
         default_train, default_infer = "fp32-cl,bf16-cl", "fp32-cl,bf16-cl"
-    else:  # bf16 emulated: ~300x slower than fp32 at 256², not worth a default run
+    else:  # bf16 emulated: hundreds of times slower than fp32 (docs/benchmarks.md)
         default_train, default_infer = "fp32-cl", "fp32-cl,fp32-compile"
-    try:
-        train_cfgs = [Config.parse(n) for n in (args.train_configs or default_train).split(",")]
-        infer_cfgs = [Config.parse(n) for n in (args.infer_configs or default_infer).split(",")]
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    train_cfgs = [Config.parse(n) for n in (args.train_configs or default_train).split(",")]
+    infer_cfgs = [Config.parse(n) for n in (args.infer_configs or default_infer).split(",")]
     if any(c.graph for c in train_cfgs):
-        print("error: -graph is for inference configurations only", file=sys.stderr)
-        return 2
+        raise ConfigError("-graph is for inference configurations only")
     if any(c.graph for c in infer_cfgs) and device.type != "cuda":
-        print("error: -graph needs --device cuda (CUDA graphs)", file=sys.stderr)
-        return 2
+        raise ConfigError("-graph needs --device cuda (CUDA graphs)")
     if args.compile_mode == "default":
         args.compile_mode = None
     if any(c.graph for c in infer_cfgs):
@@ -446,30 +455,47 @@ def main(argv: list[str] | None = None) -> int:
     if args.baseline:
         train_cfgs.insert(0, Config.parse("baseline"))
         infer_cfgs.insert(0, Config.parse("baseline"))
-
     if args.loader_only and not args.data:
-        print("error: --loader-only needs --data (a folder of photos or a prepared folder)",
-              file=sys.stderr)  # fmt: skip
-        return 2
-    info = machine_info(device)
-    print(" ".join(f"{k}={v}" for k, v in info.items()), file=sys.stderr)
+        raise ConfigError("--loader-only needs --data (a folder of photos or a prepared folder)")
+    return train_cfgs, infer_cfgs
+
+
+def run_benchmarks(args, device, train_cfgs, infer_cfgs) -> tuple[list[Result], dict]:
+    """The timings asked for, and the --quality-steps comparison ({} without it)."""
     results: list[Result] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        style_path = Path(tmp) / "style.png"
+        save_image(torch.rand(3, args.image_size, args.image_size) * 255, style_path)
+        if args.loader_only:
+            results += bench_loader(args)
+        elif not args.skip_training:
+            results += bench_training(train_cfgs, args, device, style_path)
+        if not args.skip_inference and not args.loader_only:
+            results += bench_inference(infer_cfgs, args, device)
+        quality = quality_check(train_cfgs, args, device, style_path) if args.quality_steps else {}
+    return results, quality
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from transformer_net.inference import pick_device
+
     try:
-        with tempfile.TemporaryDirectory() as tmp:
-            style_path = Path(tmp) / "style.png"
-            save_image(torch.rand(3, args.image_size, args.image_size) * 255, style_path)
-            if args.loader_only:
-                results += bench_loader(args)
-            elif not args.skip_training:
-                results += bench_training(train_cfgs, args, device, style_path)
-            if not args.skip_inference and not args.loader_only:
-                results += bench_inference(infer_cfgs, args, device)
-            quality = (
-                quality_check(train_cfgs, args, device, style_path) if args.quality_steps else {}
-            )
-    except (DataError, ImageError, VGGWeightsError) as e:  # bad --data or --vgg-weights
+        device = pick_device(args.device)
+        train_cfgs, infer_cfgs = choose_configs(args, device)
+    except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    torch.set_float32_matmul_precision("high")
+    info = machine_info(device)
+    print(" ".join(f"{k}={v}" for k, v in info.items()), file=sys.stderr)
+    try:
+        results, quality = run_benchmarks(args, device, train_cfgs, infer_cfgs)
+    except TransformerNetError as e:  # bad --data or --vgg-weights
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
     print_table(results)
     for name, q in quality.items():
         print(f"quality {name}: " + ", ".join(f"{k}={v:.4g}" for k, v in q.items()))

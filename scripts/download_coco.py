@@ -1,4 +1,8 @@
-"""Download and extract the COCO train2014 photos used to train style networks."""
+"""Download and extract the COCO train2014 photos used to train style networks.
+
+COCO (Lin et al. 2014, https://cocodataset.org) train2014 is the training set of
+Johnson et al. 2016.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from transformer_net.download import (
-    COCO_TRAIN2014_COUNT,
-    COCO_TRAIN2014_URL,
-    DownloadError,
-    download_coco,
-)
+from transformer_net.download import COCO_TRAIN2014_COUNT, COCO_TRAIN2014_URL, download_coco
+from transformer_net.errors import DownloadError, TransformerNetError
 
 EPILOG = """\
 The archive is about 13 GB and unpacks to 82,783 JPEG files (about 13 GB more).
@@ -58,9 +58,11 @@ def main(argv: list[str] | None = None) -> int:
             expected_count=None if args.no_verify else COCO_TRAIN2014_COUNT,
             keep_zip=args.keep_zip,
         )
-    except DownloadError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    except TransformerNetError as err:
+        print(f"error: {err}", file=sys.stderr)  # one line by construction
+        # A download that failed is failed work (1), as this script has always
+        # said; DownloadError's own exit_code (2, bad input) serves train.py.
+        return 1 if isinstance(err, DownloadError) else err.exit_code
     except KeyboardInterrupt:
         print(
             "\ninterrupted: rerun the same command to resume the download where it stopped",

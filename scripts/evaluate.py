@@ -19,26 +19,15 @@ from pathlib import Path
 
 import torch
 from PIL import Image, ImageDraw
+from torchvision.utils import make_grid
+from tqdm import tqdm
 
-from transformer_net.checkpoint import ModelFileError, load_model
-from transformer_net.image import (
-    ImageError,
-    list_images,
-    load_image,
-    pil_to_tensor,
-    save_image,
-    tensor_to_pil,
-)
-from transformer_net.inference import pick_device
+from transformer_net.errors import ConfigError, TransformerNetError
+from transformer_net.image import list_images, load_image, pil_to_tensor, save_image, tensor_to_pil
+from transformer_net.inference import TorchStylizer
 from transformer_net.loss import PerceptualLoss
-from transformer_net.optimize import INITS, optimize_image
-from transformer_net.vgg import (
-    DOWNLOADED_WEIGHTS,
-    WEIGHT_NAMES,
-    VGGWeightsError,
-    default_preprocessing,
-    fetch_vgg16,
-)
+from transformer_net.optimize import INITS, optimize_image, perceptual_loss
+from transformer_net.vgg import WEIGHT_NAMES, default_preprocessing
 
 EPILOG = """\
 examples:
@@ -61,11 +50,13 @@ et al.'s VGG-16, downloaded once into the torch hub cache; offline:
 """
 
 
-def build_loss(args, meta: dict, device) -> PerceptualLoss:
+def build_loss(args, meta: dict, device) -> tuple[PerceptualLoss, torch.Tensor]:
+    """The model's training loss (from its metadata, overridden by the options), and its
+    style image (3, H, W) uint8."""
     cfg = dict(meta.get("loss") or {})
     style_path = args.style or meta.get("style_image")
     if not style_path:
-        raise ValueError("the model file names no style image: pass --style")
+        raise ConfigError("the model file names no style image: pass --style")
     for key in ("vgg_weights", "preprocessing", "content_weight", "style_weight", "tv_weight"):
         value = getattr(args, key)
         if value is not None:
@@ -75,13 +66,9 @@ def build_loss(args, meta: dict, device) -> PerceptualLoss:
         args.vgg_weights in WEIGHT_NAMES or "preprocessing" not in cfg
     ):
         cfg["preprocessing"] = default_preprocessing(weights)  # a named release has its own
-    if weights in DOWNLOADED_WEIGHTS:  # once, into the torch hub cache
-        fetch_vgg16(
-            weights, hint=f"--vgg-weights /path/vgg16.pth --preprocessing {cfg['preprocessing']}"
-        )
     style_size = args.style_size or meta.get("image_size") or args.size
     style = load_image(style_path, max_side=style_size)
-    return PerceptualLoss(style_image=style.float(), **cfg).to(device), style
+    return perceptual_loss(style, device=device, **cfg), style
 
 
 def losses_of(loss: PerceptualLoss, image: torch.Tensor, content: torch.Tensor, device) -> dict:
@@ -90,85 +77,116 @@ def losses_of(loss: PerceptualLoss, image: torch.Tensor, content: torch.Tensor, 
     return {k: float(out[k]) for k in ("content", "style", "tv", "total")}
 
 
+LABEL_HEIGHT = 18  # pixels above each panel for its label
+
+
 def contact_sheet(panels: list[tuple[str, torch.Tensor]], height: int) -> Image.Image:
-    """Label each (3, H, W) panel and put them side by side at one height."""
-    pils = []
-    for label, tensor in panels:
-        img = tensor_to_pil(tensor)
-        img = img.resize((max(1, round(img.width * height / img.height)), height))
-        canvas = Image.new("RGB", (img.width, height + 18), "white")
-        canvas.paste(img, (0, 18))
-        ImageDraw.Draw(canvas).text((4, 3), label, fill="black")
-        pils.append(canvas)
-    sheet = Image.new(
-        "RGB", (sum(p.width for p in pils) + 4 * (len(pils) - 1), height + 18), "white"
-    )
-    x = 0
-    for p in pils:
-        sheet.paste(p, (x, 0))
-        x += p.width + 4
-    return sheet
+    """Label each (3, H, W) panel and put them side by side, ``height`` pixels high.
+
+    Panels keep their aspect ratio, centered in boxes as wide as the widest one
+    (the style image's shape may differ from the photo's), on white.
+    """
+    pils = [tensor_to_pil(tensor) for _, tensor in panels]
+    pils = [img.resize((max(1, round(img.width * height / img.height)), height)) for img in pils]
+    width = max(img.width for img in pils)
+    boxes = []
+    for (label, _), img in zip(panels, pils, strict=True):
+        box = Image.new("RGB", (width, height + LABEL_HEIGHT), "white")
+        box.paste(img, ((width - img.width) // 2, LABEL_HEIGHT))
+        ImageDraw.Draw(box).text((4, 3), label, fill="black")
+        boxes.append(pil_to_tensor(box))  # (3, LABEL_HEIGHT + height, width) uint8
+    grid = make_grid(torch.stack(boxes), nrow=len(boxes), padding=4, pad_value=255)
+    return tensor_to_pil(grid)
 
 
 def evaluate(args) -> dict:
+    """Every photo: the network's output and Gatys' at each iteration count, their losses,
+    a contact sheet; then the report (JSON, Markdown, optionally TensorBoard)."""
     iterations = parse_iterations(args.iterations)
     inits = parse_inits(args.init)
-    device = pick_device(args.device)
-    model, meta = load_model(args.model, device=device)
-    loss, style = build_loss(args, meta, device)
+    # fp32 as in training: the losses compare the network with the optimization
+    stylizer = TorchStylizer(model_path=args.model, device=args.device, precision="fp32")
+    device = stylizer.device
+    loss, style = build_loss(args, stylizer.meta, device)
     photos = (
         list_images(args.images)[: args.max_images]
         if Path(args.images).is_dir()
         else [Path(args.images)]
     )
     if not photos:
-        raise ValueError(f"{args.images}: no images found")
+        raise ConfigError(f"{args.images}: no images found")
     out_dir = Path(args.out)
     rows = []
     sheets: dict[str, Image.Image] = {}
-    for n, path in enumerate(photos, 1):
+    for path in tqdm(photos, desc="photos", unit="photo", file=sys.stderr):
         content = load_image(path, max_side=args.size)  # (3, H, W) uint8
-        start = time.perf_counter()
-        with torch.inference_mode():
-            ff = model(content.to(device).float()[None])[0].clamp(0, 255).round().byte().cpu()
-        ff_time = time.perf_counter() - start
-        rows.append({"image": path.name, "method": "feed-forward", "seconds": ff_time,
-                     **losses_of(loss, ff, content, device)})  # fmt: skip
+        ff, ff_time = stylizer.timed(content)
+        rows.append(
+            {
+                "image": path.name,
+                "method": "feed-forward",
+                "seconds": ff_time,
+                **losses_of(loss, ff, content, device),
+            }
+        )
         panels = [("content", content), ("style", style), ("feed-forward", ff)]
-        line = f"[{n}/{len(photos)}] {path.name}: feed-forward {rows[-1]['total']:.4g}"
+        line = f"{path.name}: feed-forward {rows[-1]['total']:.4g}"
         for init in inits if iterations else []:
-            snapshots: dict[int, torch.Tensor | None] = dict.fromkeys(iterations)
-            start = time.perf_counter()
-            optimize_image(
-                content=content, loss=loss, iterations=max(iterations), init=init,
-                snapshots=snapshots,
-            )  # fmt: skip
-            gatys_time = time.perf_counter() - start
-            # "gatys-100" starts from the photo; "gatys-noise-100" from noise, as
-            # Johnson et al.'s baseline does (their "50 to 100 iterations" is that one).
-            tag = "" if init == "content" else f"{init}-"
-            for its in iterations:
-                image = snapshots[its]
-                if image is None:  # L-BFGS stopped early (converged): use the final image
-                    image = [v for v in snapshots.values() if v is not None][-1]
-                rows.append({"image": path.name, "method": f"gatys-{tag}{its}",
-                             "seconds": gatys_time * its / max(iterations),
-                             **losses_of(loss, image, content, device)})  # fmt: skip
-                panels.append((f"Gatys {its}" + (f" ({init})" if tag else ""), image))
-            line += f", Gatys-{tag}{max(iterations)} {rows[-1]['total']:.4g}"
+            gatys_rows, gatys_panels = gatys_levels(content, loss, iterations, init, device)
+            rows += [{"image": path.name, **row} for row in gatys_rows]
+            panels += gatys_panels
+            last = gatys_rows[-1]
+            line += f", {last['method'].capitalize()} {last['total']:.4g}"
         sheet = contact_sheet(panels, height=content.shape[1])
         save_image(sheet, out_dir / f"{path.stem}_sheet.jpg")
         sheets[path.stem] = sheet
-        print(line, file=sys.stderr)
+        tqdm.write(line, file=sys.stderr)
     summary = summarize(rows)
-    report = {"model": str(args.model), "size": args.size, "device": str(device),
-              "init": inits, "rows": rows, "summary": summary}  # fmt: skip
+    report = {
+        "model": str(args.model),
+        "size": args.size,
+        "device": str(device),
+        "init": inits,
+        "rows": rows,
+        "summary": summary,
+    }
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "evaluation.json").write_text(json.dumps(report, indent=2))
     (out_dir / "evaluation.md").write_text(markdown(summary, rows))
     if args.tensorboard:
-        write_tensorboard(args.tensorboard, int(meta.get("global_step") or 0), summary, sheets)
+        step = int(stylizer.meta.get("global_step") or 0)
+        write_tensorboard(args.tensorboard, step, summary, sheets)
     return report
+
+
+def gatys_levels(
+    content: torch.Tensor, loss: PerceptualLoss, iterations: list[int], init: str, device
+) -> tuple[list[dict], list[tuple[str, torch.Tensor]]]:
+    """One Gatys run of max(iterations) from ``init``: a row (method, seconds, losses)
+    and a labelled panel for the best image at each count in ``iterations``."""
+    snapshots: dict[int, torch.Tensor | None] = dict.fromkeys(iterations)
+    start = time.perf_counter()
+    optimize_image(
+        content=content, loss=loss, iterations=max(iterations), init=init, snapshots=snapshots
+    )
+    seconds = time.perf_counter() - start
+    # "gatys-100" starts from the photo; "gatys-noise-100" from noise, as
+    # Johnson et al.'s baseline does (their "50 to 100 iterations" is that one).
+    tag = "" if init == "content" else f"{init}-"
+    rows, panels = [], []
+    for its in iterations:
+        image = snapshots[its]
+        if image is None:  # L-BFGS stopped early (converged): use the final image
+            image = [v for v in snapshots.values() if v is not None][-1]
+        rows.append(
+            {
+                "method": f"gatys-{tag}{its}",
+                "seconds": seconds * its / max(iterations),
+                **losses_of(loss, image, content, device),
+            }
+        )
+        panels.append((f"Gatys {its}" + (f" ({init})" if tag else ""), image))
+    return rows, panels
 
 
 def parse_iterations(text: str) -> list[int]:
@@ -181,7 +199,7 @@ def parse_iterations(text: str) -> list[int]:
     except ValueError:
         counts = [0]
     if counts[0] < 1:
-        raise ValueError(
+        raise ConfigError(
             f"--iterations: expected positive counts separated by commas (or 0), got {text!r}"
         )
     return counts
@@ -192,7 +210,7 @@ def parse_inits(text: str) -> list[str]:
     inits = list(dict.fromkeys(i.strip() for i in text.split(",") if i.strip()))
     bad = [i for i in inits if i not in INITS]
     if bad or not inits:
-        raise ValueError(
+        raise ConfigError(
             f"--init: expected {' or '.join(INITS)} (or both, separated by a comma), got {text!r}"
         )
     return inits
@@ -252,48 +270,59 @@ def markdown(summary: list[dict], rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="evaluate.py", description=__doc__, epilog=EPILOG,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p = argparse.ArgumentParser(
+        prog="evaluate.py",
+        description=__doc__,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--model", required=True, help="model file, checkpoint or state dict")
     p.add_argument("--images", required=True, help="a photo or a folder of photos")
     p.add_argument("--out", default="evaluation", help="folder for sheets and the report")
     p.add_argument("--size", type=int, default=256, help="longer side of the photos (256)")
     p.add_argument(
-        "--iterations", default="50,100,300",
+        "--iterations",
+        default="50,100,300",
         help="Gatys L-BFGS iterations to report; 0: the network only",
-    )  # fmt: skip
+    )
     p.add_argument(
-        "--init", default="content",
+        "--init",
+        default="content",
         help="start of the Gatys runs: content (the photo, the strongest yardstick), noise "
         "(Johnson et al.'s baseline), or content,noise for both",
-    )  # fmt: skip
+    )
     p.add_argument("--max-images", type=int, default=None)
     p.add_argument("--style", default=None, help="style image (default: from the model file)")
     p.add_argument("--style-size", type=int, default=None)
     p.add_argument(
-        "--vgg-weights", default=None,
+        "--vgg-weights",
+        default=None,
         help="caffe (Johnson et al.'s VGG-16), imagenet (torchvision's) or a .pth file "
         "(default: as in the model file, else caffe)",
-    )  # fmt: skip
+    )
     p.add_argument(
-        "--preprocessing", choices=["torchvision", "caffe"], default=None,
+        "--preprocessing",
+        choices=["torchvision", "caffe"],
+        default=None,
         help="default: that of a named --vgg-weights (imagenet: torchvision, caffe: caffe), "
         "else as in the model file, else caffe",
-    )  # fmt: skip
+    )
     p.add_argument("--content-weight", type=float, default=None)
     p.add_argument("--style-weight", type=float, default=None)
     p.add_argument("--tv-weight", type=float, default=None)
     p.add_argument("--device", default="auto")
     p.add_argument(
-        "--tensorboard", default=None, metavar="DIR",
+        "--tensorboard",
+        default=None,
+        metavar="DIR",
         help="also log the losses and sheets to TensorBoard (e.g. outputs/wave/tb/eval)",
-    )  # fmt: skip
+    )
     args = p.parse_args(argv)
     try:
         report = evaluate(args)
-    except (ModelFileError, ImageError, VGGWeightsError, ValueError) as e:
+    except TransformerNetError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return e.exit_code
     print(markdown(report["summary"], []))
     print(f"wrote {Path(args.out) / 'evaluation.md'} and contact sheets", file=sys.stderr)
     return 0

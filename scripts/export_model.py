@@ -17,7 +17,8 @@ from pathlib import Path
 
 import torch
 
-from transformer_net.checkpoint import ModelFileError, load_model, save_model_file
+from transformer_net.checkpoint import load_model, save_model_file
+from transformer_net.errors import TransformerNetError
 
 FORMATS = ("pth", "onnx", "torchscript")
 _SUFFIX_FORMATS = {".onnx": "onnx", ".pt": "torchscript", ".ts": "torchscript", ".pth": "pth"}
@@ -33,7 +34,7 @@ examples:
 """
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="export_model.py",
         description=__doc__,
@@ -45,21 +46,32 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("output", help="file to write (.pth, .onnx, .pt/.ts)")
     parser.add_argument(
-        "--format", choices=FORMATS, default=None,
+        "--format",
+        choices=FORMATS,
+        default=None,
         help="pth (model file), onnx or torchscript; default: from the output suffix",
-    )  # fmt: skip
+    )
     parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
     parser.add_argument(
-        "--benchmark", type=int, metavar="SIZE", default=None,
+        "--benchmark",
+        type=int,
+        metavar="SIZE",
+        default=None,
         help="also time PyTorch fp32 against the exported file on a SIZE x SIZE image (CPU)",
-    )  # fmt: skip
+    )
     parser.add_argument("--runs", type=int, default=5, help="timed runs for --benchmark (5)")
     parser.add_argument(
-        "--threads", type=int, default=None,
+        "--threads",
+        type=int,
+        default=None,
         help="CPU threads for both PyTorch and onnxruntime (default: their own defaults)",
-    )  # fmt: skip
-    args = parser.parse_args(argv)
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     fmt = args.format or _SUFFIX_FORMATS.get(Path(args.output).suffix.lower())
     if fmt is None:
         print(
@@ -72,9 +84,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         model, meta = load_model(args.checkpoint)
-    except ModelFileError as e:
+    except TransformerNetError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return e.exit_code
     meta = {**meta, "exported_from": str(args.checkpoint)}
     if fmt == "pth":
         path = save_model_file(model, args.output, meta=meta)
@@ -103,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def exported_runner(path: Path, fmt: str, *, threads: int | None = None):
     """(runtime name, function (B, 3, H, W) float -> float) for the written file, or None."""
-    from transformer_net.export import ONNX_INSTALL_HINT, TorchScriptStylizer
+    from transformer_net.runners import ONNX_INSTALL_HINT, TorchScriptStylizer
 
     if fmt == "torchscript":
         module = TorchScriptStylizer(model_path=path, device="cpu").model

@@ -4,8 +4,7 @@ Builds the same configurations as ``scripts/benchmark.py`` (precision, -cl,
 -compile, -graph), times them after a warm-up (compilation, cuDNN autotuning),
 then profiles a few calls and prints the kernels sorted by their own device time
 (CPU time on a CPU). This is how docs/benchmarks.md found that the two 9x9
-convolutions with 3 channels take 40% of a compiled 1920x1080 stylization on an
-H100.
+convolutions with 3 channels dominate a compiled 1920x1080 stylization on a GPU.
 """
 
 from __future__ import annotations
@@ -22,6 +21,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchmark as bm  # noqa: E402  (scripts/benchmark.py)
 
+from transformer_net.errors import ConfigError  # noqa: E402
 from transformer_net.image import save_image  # noqa: E402
 from transformer_net.inference import pick_device  # noqa: E402
 
@@ -59,11 +59,13 @@ def time_calls(fn, device: torch.device, *, calls: int, warmup: int) -> float:
     return (time.perf_counter() - start) / calls * 1000
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="kernel_profile.py", description=__doc__, epilog=EPILOG,
+        prog="kernel_profile.py",
+        description=__doc__,
+        epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-    )  # fmt: skip
+    )
     p.add_argument("what", choices=["train", "stylize"])
     p.add_argument("--config", default="fp32", help="as in benchmark.py, e.g. bf16-cl-compile")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda")
@@ -74,14 +76,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=3, help="untimed calls first")
     p.add_argument("--rows", type=int, default=18, help="operators shown")
     p.add_argument("--compile-mode", default=None, help="torch.compile mode for -compile")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         device = pick_device(args.device)
         cfg = bm.Config.parse(args.config)
         sizes = [int(b) for b in args.batch_size.split(",")]
         if cfg.graph and (args.what == "train" or device.type != "cuda"):
-            raise ValueError("-graph is for stylize on CUDA")
-    except ValueError as e:
+            raise ConfigError("-graph is for stylize on CUDA")
+    except ValueError as e:  # ConfigError, and int() of --batch-size
         print(f"error: {e}", file=sys.stderr)
         return 2
     if device.type == "cuda":
@@ -103,12 +109,14 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         style = Path(tmp) / "style.png"
         save_image(torch.rand(3, args.image_size, args.image_size) * 255, style)
-        opts = SimpleNamespace(vgg_weights="random", vgg_preprocessing="caffe",
-                               image_size=args.image_size)  # fmt: skip
+        opts = SimpleNamespace(
+            vgg_weights="random", vgg_preprocessing="caffe", image_size=args.image_size
+        )
         for i, bs in enumerate(sizes):
             step = bm.make_trainer_step(cfg, opts, device, style)
-            x = torch.randint(0, 256, (bs, 3, args.image_size, args.image_size),
-                              dtype=torch.uint8, device=device)  # fmt: skip
+            x = torch.randint(
+                0, 256, (bs, 3, args.image_size, args.image_size), dtype=torch.uint8, device=device
+            )
             start = time.perf_counter()
             step(x)
             bm.sync(device)
@@ -118,8 +126,11 @@ def main(argv: list[str] | None = None) -> int:
                 return step(x)
 
             ms = time_calls(call, device, calls=4 * args.calls, warmup=warmup)
-            print(f"train {cfg.name} batch {bs} on {device}: first step {first:.1f} s, "
-                  f"{ms:.2f} ms/step, {bs * 1000 / ms:.0f} images/s", flush=True)  # fmt: skip
+            print(
+                f"train {cfg.name} batch {bs} on {device}: first step {first:.1f} s, "
+                f"{ms:.2f} ms/step, {bs * 1000 / ms:.0f} images/s",
+                flush=True,
+            )
             if i == 0:
                 print(profile_table(call, device, calls=args.calls, rows=args.rows))
     return 0

@@ -1,7 +1,8 @@
 """Decode a folder of photos once into a prepared dataset that trains several times faster.
 
-Decoding JPEGs limits training to about 1,500 images/s; a prepared folder (one
-uint8 array of center crops, see transformer_net/prepared.py) is read at 5,000+.
+A prepared folder (one uint8 array of center crops, see transformer_net/prepared.py)
+is read several times faster than JPEGs are decoded: the measured rates are in
+docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from transformer_net.data import DataError
+from transformer_net.errors import ConfigError, TransformerNetError
 from transformer_net.prepared import ARRAY_NAME, META_NAME, margin_size, prepare_dataset
 
 EPILOG = """\
@@ -27,7 +28,7 @@ examples:
 """
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="prepare_dataset.py",
         description=__doc__,
@@ -63,29 +64,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--overwrite", action="store_true", help="replace an existing prepared OUTPUT"
     )
-    args = parser.parse_args(argv)
+    return parser
 
+
+def stored_size(args: argparse.Namespace) -> int:
+    """The stored size S for ``args``; raises ConfigError naming the option that is off."""
     size = args.size if args.size is not None else margin_size(args.image_size)
-    problem = None
     if args.image_size < 16 or args.image_size % 4:
-        problem = f"--image-size must be a multiple of 4 and >= 16, got {args.image_size}"
-    elif size < args.image_size:
-        problem = f"--size {size} is smaller than --image-size {args.image_size}"
-    elif args.workers < 0:
-        problem = f"--workers must be >= 0, got {args.workers}"
-    elif not args.overwrite and any((args.output / n).exists() for n in (ARRAY_NAME, META_NAME)):
-        problem = f"{args.output}: already holds a prepared dataset (add --overwrite to replace it)"
-    if problem:
-        print(f"error: {problem}", file=sys.stderr)
-        return 2
+        raise ConfigError(f"--image-size must be a multiple of 4 and >= 16, got {args.image_size}")
+    if size < args.image_size:
+        raise ConfigError(f"--size {size} is smaller than --image-size {args.image_size}")
+    if args.workers < 0:
+        raise ConfigError(f"--workers must be >= 0, got {args.workers}")
+    if not args.overwrite and any((args.output / n).exists() for n in (ARRAY_NAME, META_NAME)):
+        raise ConfigError(
+            f"{args.output}: already holds a prepared dataset (add --overwrite to replace it)"
+        )
+    return size
 
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
+        size = stored_size(args)
         meta = prepare_dataset(
             source=args.input, output=args.output, size=size, workers=args.workers
         )
-    except (DataError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except TransformerNetError as err:
+        print(f"error: {err}", file=sys.stderr)  # one line by construction
+        return err.exit_code
     except KeyboardInterrupt:
         print(f"\ninterrupted: {args.output} is incomplete; rerun the command", file=sys.stderr)
         return 130

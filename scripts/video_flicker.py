@@ -16,9 +16,10 @@ import time
 
 import torch
 
-from transformer_net.checkpoint import ModelFileError
-from transformer_net.inference import Stylizer
-from transformer_net.video import TemporalSmoother, VideoError, flicker, read_frames
+from transformer_net.errors import TransformerNetError
+from transformer_net.runners import open_stylizer
+from transformer_net.video import TemporalSmoother, flicker
+from transformer_net.video_io import read_frames
 
 EPILOG = """\
 examples:
@@ -35,23 +36,28 @@ def main(argv: list[str] | None = None) -> int:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--model", required=True, help="model file (.pth) or training checkpoint")
+    p.add_argument(
+        "--model", required=True, help="model file (.pth), training checkpoint, .onnx or .pt"
+    )
     p.add_argument("--input", required=True, help="video file")
     p.add_argument("--frames", type=int, default=60, help="first N frames (60)")
     p.add_argument("--size", type=int, default=256, help="longer side in pixels (256)")
     p.add_argument(
-        "--smoothing", type=float, nargs="+", default=[0.5, 0.7, 0.9],
+        "--smoothing",
+        type=float,
+        nargs="+",
+        default=[0.5, 0.7, 0.9],
         help="--temporal-smoothing values to compare with 0 (0.5 0.7 0.9)",
-    )  # fmt: skip
+    )
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="fp32", choices=["auto", "fp32", "bf16", "fp16"])
     p.add_argument("--batch-size", type=int, default=2)
     args = p.parse_args(argv)
     try:
         frames, rate = read_frames(args.input, max_side=args.size, max_frames=args.frames)
-        stylizer = Stylizer(model_path=args.model, device=args.device, precision=args.precision)
+        stylizer = open_stylizer(args.model, device=args.device, precision=args.precision)
         smoothers = [TemporalSmoother(strength=a) for a in args.smoothing]
-    except (VideoError, ModelFileError, ValueError) as e:
+    except TransformerNetError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     t, _, h, w = frames.shape

@@ -47,3 +47,10 @@ def require(path: Path) -> Path:
     if not path.exists():
         pytest.skip(f"{path} not present")
     return path
+
+
+def script_main(name: str):
+    """``main(argv) -> exit code`` of scripts/<name>.py, to run the command in-process."""
+    import runpy
+
+    return runpy.run_path(str(REPO / "scripts" / f"{name}.py"), run_name=name)["main"]

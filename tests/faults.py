@@ -32,3 +32,17 @@ class MarkStep(pl.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if trainer.global_step >= self.step and not os.path.exists(self.path):
             open(self.path, "w").close()
+
+
+class SignalAtStep(pl.Callback):
+    """Send ``signum`` to this process after training step ``step`` (once)."""
+
+    def __init__(self, step: int, signum: int):
+        self.step = step
+        self.signum = signum
+        self.sent = False
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step >= self.step and not self.sent:
+            self.sent = True
+            os.kill(os.getpid(), self.signum)

@@ -2,6 +2,7 @@
 
 import importlib
 import json
+import math
 import sys
 
 import pytest
@@ -38,9 +39,14 @@ def test_benchmark_reports_every_configuration_against_the_baseline(benchmark, t
         ("stylize", "baseline", "48x32"), ("stylize", "fp32-cl", "48x32"),
     ]  # fmt: skip
     for r in payload["results"]:
-        assert r["images_per_s"] > 0 and len(r["samples_ms"]) == 2
-        assert r["ratio"] == pytest.approx(r["ratio"]) and r["ratio"] > 0
-    assert payload["results"][0]["ratio"] == 1.0
+        assert r["images_per_s"] > 0 and len(r["samples_ms"]) == 2  # one per round
+        assert r["ms_min"] == pytest.approx(min(r["samples_ms"]), abs=1e-3)  # rounded samples
+        assert r["ms_min"] <= r["ms_median"] <= max(r["samples_ms"]) + 1e-3
+        assert r["images_per_s"] == pytest.approx(1000 / r["ms_median"])  # batch 1
+        assert math.isfinite(r["ratio"]) and r["ratio"] > 0
+    for first, other in [(0, 1), (2, 3), (4, 5)]:  # each against the baseline of its shape
+        a, b = payload["results"][first], payload["results"][other]
+        assert a["ratio"] == 1.0 and b["ratio"] == pytest.approx(a["ms_median"] / b["ms_median"])
     quality = payload["quality"]
     assert quality["baseline"]["loss_ratio_vs_baseline"] == 1.0
     assert quality["fp32-cl"]["psnr_vs_baseline"] > 30  # same math, other memory layout

@@ -283,11 +283,8 @@ def test_refusal_is_recognized_in_other_torch_wordings(tmp_path, monkeypatch):
             read_model_file(path)
 
 
-def test_export_script_turns_a_lightning_checkpoint_into_a_model_file(tmp_path):
-    import subprocess
-    import sys
-
-    from tests.conftest import REPO
+def test_export_script_turns_a_lightning_checkpoint_into_a_model_file(tmp_path, capsys):
+    from tests.conftest import script_main
 
     net = TransformerNet(channels=(4, 8, 8), num_residual=1)
     ckpt = {
@@ -302,14 +299,13 @@ def test_export_script_turns_a_lightning_checkpoint_into_a_model_file(tmp_path):
         },
     }
     torch.save(ckpt, tmp_path / "last.ckpt")
-    cmd = [sys.executable, "scripts/export_model.py", tmp_path / "last.ckpt", tmp_path / "wave.pth"]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
+    export = script_main("export_model")
+    argv = [str(tmp_path / "last.ckpt"), str(tmp_path / "wave.pth")]
+    assert export(argv) == 0, capsys.readouterr().err
     model, meta = load_model(tmp_path / "wave.pth")
     assert meta["style"] == "wave" and meta["global_step"] == 12
     # What evaluate.py needs to rebuild the training loss.
     assert meta["style_image"] == "styles/wave.jpg" and meta["loss"]["style_weight"] == 1.0
     x = torch.rand(1, 3, 16, 16) * 255
     torch.testing.assert_close(model(x), net.eval()(x))
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2 and "already exists" in proc.stderr
+    assert export(argv) == 2 and "already exists" in capsys.readouterr().err

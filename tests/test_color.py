@@ -6,7 +6,8 @@ import torch
 from PIL import Image
 
 from tests.conftest import write_photo
-from transformer_net import stylize_cli
+from tests.test_stylize import run_stylize
+from transformer_net import optimize, stylize_cli
 from transformer_net.checkpoint import save_model_file
 from transformer_net.color import (
     gray_image,
@@ -17,6 +18,7 @@ from transformer_net.color import (
     transfer_luminance,
     yiq_to_rgb,
 )
+from transformer_net.errors import ConfigError
 from transformer_net.model import TransformerNet
 
 
@@ -72,18 +74,20 @@ def test_strength_with_color_scales_only_the_luminance_change():
 
 @pytest.mark.parametrize("bad", [-0.1, 1.5, float("nan")])
 def test_strength_out_of_range(bad):
-    with pytest.raises(ValueError, match="strength must be in"):
+    with pytest.raises(ConfigError, match="strength must be in"):
         postprocess(constant((1, 2, 3)), constant((1, 2, 3)), strength=bad)
 
 
-def test_cli_rejects_strength_out_of_range(tmp_path, capsys):
+@pytest.mark.parametrize(
+    "value,message",
+    [("1.5", "must be between 0 and 1, got 1.5"), ("-0.1", "must be between 0 and 1, got -0.1"),
+     ("nan", "must be between 0 and 1, got nan"), ("x", "expected a number such as 0.5, got 'x'")],
+)  # fmt: skip
+def test_cli_rejects_strength_out_of_range(tmp_path, capsys, value, message):
     src = write_photo(tmp_path / "in.png", size=(16, 12))
-    rc = stylize_cli.main(
-        ["--model", "m.pth", "--input", str(src), "--output", str(tmp_path / "o.png"),
-         "--strength", "1.5"]
-    )  # fmt: skip
-    err = capsys.readouterr().err
-    assert rc == 2 and err.strip() == "error: --strength must be between 0 and 1, got 1.5"
+    argv = ["--model", "m.pth", "--input", src, "--output", tmp_path / "o.png"]
+    err = run_stylize(capsys, *argv, "--strength", value, check_rc=2).stderr
+    assert err == f"error: argument --strength: {message} (see stylize.py --help)\n"
 
 
 def read(path) -> torch.Tensor:
@@ -107,16 +111,14 @@ def test_cli_feedforward_applies_postprocess(tmp_path):
 def test_cli_optimize_goes_through_postprocess(tmp_path, monkeypatch):
     # The optimization itself is tested in test_optimize.py; here a stand-in that
     # returns a gray image shows that --method optimize gets the same post-processing.
-    class GrayOptimizer:
-        device, dtype = torch.device("cpu"), torch.float32
+    class GrayOptimizer(optimize.GatysStylizer):
+        def __init__(self, style_image, **options):
+            self.device, self.options = torch.device("cpu"), options
 
-        def __init__(self, args):
-            pass
+        def __call__(self, image):
+            return torch.full_like(image, 128)
 
-        def timed(self, image):
-            return torch.full_like(image, 128), 0.0
-
-    monkeypatch.setattr(stylize_cli, "GatysStylizer", GrayOptimizer)
+    monkeypatch.setattr(optimize, "GatysStylizer", GrayOptimizer)
     src = tmp_path / "in.png"
     Image.fromarray(constant((200, 100, 50)).permute(1, 2, 0).numpy()).save(src)
     argv = ["--method", "optimize", "--style", str(src), "--input", str(src), "--quiet",
@@ -150,10 +152,7 @@ def test_optimize_with_preserve_color_is_luminance_only(tmp_path, monkeypatch):
     monkeypatch.setattr(optimize, "optimize_image", fake_optimize_image)
     style = write_photo(tmp_path / "style.png", size=(24, 24), seed=5)
     photo = write_photo(tmp_path / "in.png", size=(20, 16), seed=1)
-    argv = ["--method", "optimize", "--style", str(style), "--input", str(photo),
-            "--vgg-weights", "random", "--preserve-color"]  # fmt: skip
-    args = stylize_cli.build_parser().parse_args([*argv, "--output", "o.png"])
-    stylizer = stylize_cli.GatysStylizer(args)
+    stylizer = optimize.GatysStylizer(style, vgg_weights="random", preserve_color=True)
     color_gram = stylizer.loss.target_gram("relu1_2").clone()
     image = read(photo)
     stylizer.timed(image)

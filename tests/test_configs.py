@@ -1,7 +1,5 @@
 """The Hydra configs compose, interpolate and instantiate as documented."""
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +9,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from tests.conftest import REPO
+from tests.test_train import train_cli
 from transformer_net.module import auto_precision
 
 CONFIGS = REPO / "configs"
@@ -39,7 +38,12 @@ def test_defaults_follow_johnson_et_al():
     assert dict(cfg.loss.content_layers) == {"relu3_3": 1.0}
     module = OmegaConf.to_container(cfg.module, resolve=True)
     assert module["model"] == {"channels": [32, 64, 128], "num_residual": 5}
-    assert module["loss"]["preprocessing"] == "caffe" and module["style_name"] == "starry_night"
+    assert module["loss"]["preprocessing"] == "caffe"
+    # Adam at 1e-3, constant: the optimizer and scheduler the module instantiates
+    assert module["optimizer"] == {
+        "_target_": "torch.optim.Adam", "lr": 1e-3, "betas": [0.9, 0.999], "weight_decay": 0.0
+    }  # fmt: skip
+    assert module["scheduler"] is None
     assert module["loss"]["vgg_weights"] == "caffe" and module["loss"]["style_weight"] == 1.0
 
 
@@ -56,7 +60,7 @@ def test_custom_style_needs_an_image():
     with pytest.raises(MissingMandatoryValue):
         _ = cfg.style.image
     cfg = make_cfg(["style=custom", "style.image=/x/monet.jpg", "style.name=monet"])
-    assert cfg.module.style_image == "/x/monet.jpg" and cfg.model_file == "outputs/monet/monet.pth"
+    assert cfg.style.image == "/x/monet.jpg" and cfg.model_file == "outputs/monet/monet.pth"
 
 
 def test_loss_groups_pair_weights_with_their_preprocessing():
@@ -95,6 +99,8 @@ def test_overrides_reach_every_knob():
             "loss.style_layers.relu4_3=0.5",
             "style.size=512",
             "optim.lr=2e-3",
+            "optim.scheduler=step",
+            "optim.gamma=0.1",
             "trainer.max_steps=10",
             "trainer.precision=bf16-mixed",
             "trainer.devices=2",
@@ -103,7 +109,9 @@ def test_overrides_reach_every_knob():
     )
     m = OmegaConf.to_container(cfg.module, resolve=True)
     assert m["loss"]["style_layers"]["relu4_3"] == 0.5 and m["loss"]["tv_weight"] == 1e-4
-    assert m["style_size"] == 512 and m["optim"]["lr"] == 2e-3
+    assert cfg.style.size == 512 and m["optimizer"]["lr"] == 2e-3
+    assert m["scheduler"]["_target_"].endswith(".StepLR") and m["scheduler"]["gamma"] == 0.1
+    assert m["lr_scaling"]["batch_size"] == 16
     assert (
         cfg.trainer.default_root_dir == "/o"
         and cfg.callbacks.model_checkpoint.dirpath == "/o/checkpoints"
@@ -122,24 +130,15 @@ def test_datamodule_and_trainer_instantiate(photo_dir, tmp_path):
     assert trainer.max_steps == 40000
 
 
-def test_unknown_key_is_rejected_before_training(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "train.py", "data.rooot=/x", f"output_dir={tmp_path}"],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert proc.returncode != 0
-    assert "data.rooot" in proc.stderr and "Traceback" not in proc.stderr
+def test_unknown_key_is_rejected_before_training(tmp_path, capsys):
+    code, _, err = train_cli(["data.rooot=/x", f"output_dir={tmp_path}"], capsys)
+    assert code != 0
+    assert "data.rooot" in err and "Traceback" not in err
     assert not Path(tmp_path, "checkpoints").exists()
 
 
-def test_help_lists_groups_and_ends_with_examples():
-    proc = subprocess.run(
-        [sys.executable, "train.py", "--help"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0
-    assert "style: " in proc.stdout and "starry_night" in proc.stdout
-    assert proc.stdout.rstrip().splitlines()[-1].strip().startswith("tensorboard --logdir")
+def test_help_lists_groups_and_ends_with_examples(capsys):
+    code, out, _ = train_cli(["--help"], capsys)
+    assert code == 0
+    assert "style: " in out and "starry_night" in out and "module: default" in out
+    assert out.rstrip().splitlines()[-1].strip().startswith("tensorboard --logdir")

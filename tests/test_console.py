@@ -118,51 +118,61 @@ class _Terminal(io.StringIO):
         return True
 
 
-def _fake_trainer(**kw) -> SimpleNamespace:
-    defaults = dict(
-        global_step=0,
-        max_steps=10,
-        log_every_n_steps=5,
-        progress_bar_metrics={},
-        sanity_checking=False,
-        estimated_stepping_batches=10,
-    )
-    return SimpleNamespace(**{**defaults, **kw})
+def _fit_with_bar(photo_dir, style_file, *, max_steps, max_epochs=None, ckpt=None):
+    """A real Trainer with only the progress bar, on the tiny module of test_train."""
+    import pytorch_lightning as pl
+
+    from tests.test_train import tiny_module
+    from transformer_net.data import ImageFolderDataModule
+
+    data = ImageFolderDataModule(root=photo_dir, image_size=32, batch_size=2, num_workers=0,
+                                 val_count=2)  # fmt: skip
+    trainer = pl.Trainer(
+        accelerator="cpu", max_steps=max_steps, max_epochs=max_epochs, logger=False,
+        callbacks=[StepProgressBar()], enable_checkpointing=False, enable_model_summary=False,
+        log_every_n_steps=1, val_check_interval=2, num_sanity_val_steps=0,
+    )  # fmt: skip
+    trainer.fit(tiny_module(style_file), datamodule=data, ckpt_path=ckpt)
+    return trainer
 
 
-def test_progress_bar_on_a_terminal_counts_steps_of_the_whole_run(monkeypatch):
+def test_progress_bar_on_a_terminal_counts_steps_of_the_whole_run(
+    monkeypatch, tmp_path, photo_dir, style_file
+):
+    first = _fit_with_bar(photo_dir, style_file, max_steps=4)
+    first.save_checkpoint(tmp_path / "4.ckpt")
     screen = _Terminal()
     monkeypatch.setattr(sys, "stderr", screen)
-    trainer = _fake_trainer(global_step=4)  # a resumed run starts at its step
-    bar = StepProgressBar()
-    bar._trainer = trainer
-    bar.train_progress_bar = bar.init_train_tqdm()
-    for step in (5, 6, 7):
-        trainer.global_step = step
-        trainer.progress_bar_metrics = {"loss/total": 1.23456, "val/loss": 2.5, "v_num": 0}
-        bar.on_train_batch_end(trainer, None, None, None, step)
+    _fit_with_bar(photo_dir, style_file, max_steps=7, ckpt=tmp_path / "4.ckpt")  # resumed at 4
     text = screen.getvalue()
     assert text.count("\r") >= 4  # redrawn in place, every step (refresh_rate 1)
-    last = text.split("\r")[-1]
-    assert last.startswith("step 7/10  70%|") and ", ETA " in last, last
-    assert "loss/total=1.235" in last and "val/loss=2.5" in last and "v_num" not in last
+    drawn = [part for part in text.split("\r") if part.startswith("step ")]
+    assert drawn[0].startswith("step 4/7 "), drawn[0]  # a resumed run starts at its step
+    last = drawn[-1]
+    assert last.startswith("step 7/7 100%|") and ", ETA " in last, last
+    assert "loss/total=" in last and "val/loss=" in last and "v_num" not in last
     # The rate counts the steps of this session (3), not the resumed ones.
     speed = last.split("| ")[1].split(",")[0]
     assert speed.endswith(("steps/s", "s/step")) and "?" not in speed, speed
-    bar.on_train_end(trainer, None)
 
 
-def test_progress_bar_without_a_step_limit_shows_no_eta(monkeypatch):
-    monkeypatch.setattr(sys, "stderr", _Terminal())
-    trainer = _fake_trainer(max_steps=-1, estimated_stepping_batches=float("inf"))
+def test_progress_bar_without_a_step_limit_counts_the_epochs_steps(
+    monkeypatch, photo_dir, style_file
+):
+    screen = _Terminal()
+    monkeypatch.setattr(sys, "stderr", screen)
+    trainer = _fit_with_bar(photo_dir, style_file, max_steps=-1, max_epochs=1)
+    # 10 training photos (2 held out) in batches of 2: 5 steps in the epoch.
+    assert StepProgressBar.total_steps(trainer) == 5
+    assert screen.getvalue().split("\r")[-1].startswith("step 5/5 100%|")
+
+
+def test_progress_bar_of_an_endless_run_shows_no_total(monkeypatch, photo_dir, style_file):
+    import pytorch_lightning as pl
+
+    trainer = pl.Trainer(accelerator="cpu", max_steps=-1, max_epochs=-1, logger=False)
+    monkeypatch.setattr(pl.Trainer, "estimated_stepping_batches", float("inf"))
     assert StepProgressBar.total_steps(trainer) is None
-    assert StepProgressBar.total_steps(_fake_trainer(max_steps=-1)) == 10  # from the epochs
-    bar = StepProgressBar()
-    bar._trainer = trainer
-    bar.train_progress_bar = bar.init_train_tqdm()
-    trainer.global_step = 3
-    bar.on_train_batch_end(trainer, None, None, None, 3)
-    assert sys.stderr.getvalue().split("\r")[-1].startswith("step 3 ")
 
 
 # --- end of the run -------------------------------------------------------------------
@@ -381,7 +391,7 @@ def test_a_cached_download_needs_no_network(offline, tmp_path, style_file, photo
     cached.parent.mkdir(parents=True)
     cached.write_bytes(style_file.read_bytes())
     cfg = make_cfg(["style=wave", f"data.root={photo_dir}", "loss.vgg_weights=random"])
-    assert prepare_inputs(cfg) == [("wave", cached)]
+    assert [(s.name, s.path) for s in prepare_inputs(cfg)] == [("wave", cached)]
     assert offline == []
 
 

@@ -6,8 +6,15 @@ import torch
 
 from tests.conftest import write_photo
 from transformer_net.checkpoint import save_model_file
+from transformer_net.errors import ConfigError
 from transformer_net.image import load_image
-from transformer_net.inference import CudaGraphForward, Stylizer, native_bf16, pick_precision
+from transformer_net.inference import (
+    CudaGraphForward,
+    TorchStylizer,
+    native_bf16,
+    pick_device,
+    pick_precision,
+)
 from transformer_net.model import TransformerNet
 from transformer_net.module import StyleTransferModule
 
@@ -44,12 +51,13 @@ def test_cuda_graph_wrapper_passes_cpu_tensors_through():
 def test_cuda_graphs_match_eager_and_earlier_outputs_stay_valid(tmp_path, model_file):
     a = load_image(write_photo(tmp_path / "a.png", size=(96, 64), seed=1))
     b = load_image(write_photo(tmp_path / "b.png", size=(96, 64), seed=2))
-    eager = Stylizer(model_path=model_file, device="cuda")
-    graphed = Stylizer(model_path=model_file, device="cuda", cuda_graphs=True)
+    eager = TorchStylizer(model_path=model_file, device="cuda")
+    graphed = TorchStylizer(model_path=model_file, device="cuda", cuda_graphs=True)
+    assert eager.cuda_graph is None
     ref_a, ref_b = eager(a), eager(b)
     first = graphed(a)  # eager: a shape is captured when it recurs
     second = graphed(a)  # captured and replayed
-    assert len(graphed._forward.graphs) == 1
+    assert len(graphed.cuda_graph.graphs) == 1
     kept = second.clone()
     third = graphed(b)  # replayed into the same graph buffers
     assert torch.equal(second, kept), "an earlier result was overwritten by a replay"
@@ -60,22 +68,35 @@ def test_cuda_graphs_match_eager_and_earlier_outputs_stay_valid(tmp_path, model_
 
 @cuda
 def test_cuda_graphs_keep_at_most_max_graphs(model_file):
-    s = Stylizer(model_path=model_file, device="cuda", cuda_graphs=True)
-    s._forward.max_graphs = 2
+    s = TorchStylizer(model_path=model_file, device="cuda", cuda_graphs=True)
+    s.cuda_graph.max_graphs = 2
     for w in (32, 40, 48):
         x = torch.randint(0, 256, (3, 32, w), dtype=torch.uint8)
         s(x), s(x)
-    assert [k[0][-1] for k in s._forward.graphs] == [40, 48]
+    assert [k[0][-1] for k in s.cuda_graph.graphs] == [40, 48]  # keys: (shape, dtype, ...)
 
 
 @cuda
 def test_gpu_bf16_output_matches_cpu_fp32(tmp_path, model_file):
     image = load_image(write_photo(tmp_path / "p.png", size=(160, 120), seed=3))
-    cpu = Stylizer(model_path=model_file, device="cpu", precision="fp32")(image)
+    cpu = TorchStylizer(model_path=model_file, device="cpu", precision="fp32")(image)
     for precision in ("auto", "bf16"):  # auto: fp32 (TF32 convolutions)
-        gpu = Stylizer(model_path=model_file, device="cuda", precision=precision)(image)
+        gpu = TorchStylizer(model_path=model_file, device="cuda", precision=precision)(image)
         assert gpu.shape == cpu.shape
         assert psnr(gpu, cpu) > 30, precision
+
+
+def test_devices_that_are_not_there_are_config_errors():
+    with pytest.raises(ConfigError, match="unknown device 'bogus' "):
+        pick_device("bogus")
+    if torch.cuda.is_available():
+        n = torch.cuda.device_count()
+        with pytest.raises(ConfigError, match=f"there are {n} CUDA GPU"):
+            pick_device(f"cuda:{n}")
+    else:
+        with pytest.raises(ConfigError, match="'cuda' requested but CUDA is not available"):
+            pick_device("cuda")
+    assert pick_device("cpu") == torch.device("cpu")
 
 
 def test_auto_precision_is_the_measured_fastest():
@@ -94,8 +115,9 @@ def test_bf16_channels_last_training_step_on_cuda_learns(tmp_path):
     module = StyleTransferModule(
         model={},
         loss={"vgg_weights": "random"},
-        style_image=str(style),
-        style_size=64,
+        style_images=[load_image(style, max_side=64)],
+        style_names=["style"],
+        optimizer={"_target_": "torch.optim.Adam", "lr": 1e-3},
         channels_last=True,
     ).cuda()
     module.setup("fit")

@@ -144,8 +144,6 @@ def test_resumable_sampler_shards_skips_and_seeds_crops_deterministically():
 
 
 def test_resumable_loader_restores_its_position(photo_dir):
-    from transformer_net.data import ImageFolderDataModule
-
     dm = ImageFolderDataModule(
         root=str(photo_dir), image_size=32, batch_size=2, val_count=2, num_workers=0
     )

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
+import runpy
 import subprocess
 import sys
 import threading
+import time
 import zipfile
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from transformer_net import download as dl
 
@@ -25,6 +29,7 @@ class ServerState:
     ignore_range: bool = False  # answer 200 with the whole file even to a Range request
     cut_after: int | None = None  # send only this many body bytes, once, then hang up
     extra_length: int = 0  # announce a Content-Length this much larger than the body
+    delay: float = 0.0  # seconds to wait before answering (a server that stopped answering)
     requests: list[tuple[str, str | None]] = field(default_factory=list)  # (path, Range)
 
 
@@ -39,6 +44,7 @@ class _Handler(BaseHTTPRequestHandler):
         state = self.state
         range_header = self.headers.get("Range")
         state.requests.append((self.path, range_header))
+        time.sleep(state.delay)
         body = state.files.get(self.path)
         if body is None:
             self.send_error(404, "Not Found")
@@ -94,6 +100,13 @@ def server():
         srv.httpd.shutdown()
         srv.httpd.server_close()
         srv.thread.join(timeout=2)
+
+
+def _jpeg(seed: int = 0) -> bytes:
+    """A small real JPEG: the sample photos must decode before they are kept."""
+    buf = io.BytesIO()
+    Image.new("RGB", (24, 16), (seed * 40 % 256, 90, 160)).save(buf, "JPEG")
+    return buf.getvalue()
 
 
 def _zip_bytes(members: dict[str, bytes]) -> bytes:
@@ -209,11 +222,16 @@ def test_invalid_url_raises_download_error(tmp_path):
         dl.download("not-a-url", tmp_path / "x", progress=False)
 
 
-def test_progress_line_on_stderr(server, tmp_path, capsys):
+def test_progress_bar_on_stderr_and_quiet_mode(server, tmp_path, capsys):
     url = server.add("/file.bin", PAYLOAD)
     dl.download(url, tmp_path / "file.bin", progress=True)
-    err = capsys.readouterr().err
-    assert "file.bin" in err and "MB/s" in err and err.endswith("\n")
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    # tqdm's bar: the file name, the size received and the speed, closed by a newline.
+    assert "file.bin" in captured.err and "100k/100k" in captured.err
+    assert "B/s" in captured.err and captured.err.endswith("\n")
+    dl.download(url, tmp_path / "again.bin", progress=False)
+    assert capsys.readouterr().err == ""
 
 
 # --- cache ----------------------------------------------------------------------
@@ -241,6 +259,59 @@ def test_fetch_file_caches(server, monkeypatch, tmp_path):
 
     named = dl.fetch_file(url, name="other.pth", subdir="models", progress=False)
     assert named == tmp_path / "cache" / "models" / "other.pth"
+
+
+def test_fetch_file_checks_a_known_hash_and_keeps_nothing_else(server, monkeypatch, tmp_path):
+    monkeypatch.setenv("TRANSFORMER_NET_CACHE", str(tmp_path / "cache"))
+    url = server.add("/styles/wave.jpg", _jpeg())
+    real = hashlib.sha256(_jpeg()).hexdigest()[:8]
+    wrong = "0" * 8 if real != "0" * 8 else "1" * 8
+    with pytest.raises(dl.DownloadError) as info:
+        dl.fetch_file(url, subdir="styles", sha256=wrong, progress=False)
+    message = str(info.value)
+    assert "\n" not in message and url in message and not info.value.network
+    assert f"SHA-256 starts {real}, not {wrong}" in message and "nothing was kept" in message
+    assert not (tmp_path / "cache").exists()  # no file, no partial file, no empty folders
+    path = dl.fetch_file(url, subdir="styles", sha256=real, progress=False)
+    assert path.read_bytes() == _jpeg()
+    assert [p.name for p in path.parent.iterdir()] == ["wave.jpg"]
+
+
+def test_a_truncated_image_is_not_kept(server, monkeypatch, tmp_path):
+    # torch.hub does not compare the bytes received with Content-Length: the
+    # image must decode before it is kept.
+    monkeypatch.setenv("TRANSFORMER_NET_CACHE", str(tmp_path / "cache"))
+    body = _jpeg()
+    url = server.add("/styles/wave.jpg", body)
+    server.state.cut_after = len(body) // 2
+    with pytest.raises(dl.DownloadError, match="not a complete image") as info:
+        dl.fetch_file(url, subdir="styles", progress=False)
+    assert url in str(info.value) and "\n" not in str(info.value)
+    assert not (tmp_path / "cache").exists()
+    assert dl.fetch_file(url, subdir="styles", progress=False).read_bytes() == body  # a rerun
+
+
+def test_a_server_that_stops_answering_times_out(server, tmp_path):
+    import socket
+
+    url = server.add("/slow.jpg", _jpeg())
+    server.state.delay = 1.0
+    before = socket.getdefaulttimeout()
+    with pytest.raises(dl.DownloadError, match=r"\(timed out\); check your connection") as info:
+        dl.fetch_url(url, tmp_path / "slow.jpg", progress=False, timeout=0.2)
+    assert info.value.network and not (tmp_path / "slow.jpg").exists()
+    assert socket.getdefaulttimeout() == before  # the process-wide default is restored
+
+
+def test_fetch_url_names_what_it_fetches_and_takes_the_callers_advice(server, tmp_path):
+    url = server.url("/missing.pth")
+    with pytest.raises(dl.DownloadError) as info:
+        dl.fetch_url(url, tmp_path / "w.pth", what=f"the weights from {url}", advice="pass a file")
+    assert str(info.value) == (
+        f"cannot download the weights from {url} (the server answered HTTP 404 Not Found); "
+        "pass a file"
+    )
+    assert not info.value.network
 
 
 # --- COCO -----------------------------------------------------------------------
@@ -304,7 +375,7 @@ def test_download_coco_bad_zip(server, tmp_path):
 
 
 def test_fetch_coco_sample_tolerates_failures(server, monkeypatch, tmp_path, capsys):
-    good = [server.add(f"/train2017/{i:012d}.jpg", f"img{i}".encode()) for i in range(3)]
+    good = [server.add(f"/train2017/{i:012d}.jpg", _jpeg(i)) for i in range(3)]
     missing = server.url("/train2017/000000999999.jpg")
     monkeypatch.setattr(dl, "COCO_SAMPLE_URLS", (*good, missing))
     dest = tmp_path / "sample"
@@ -319,7 +390,7 @@ def test_fetch_coco_sample_tolerates_failures(server, monkeypatch, tmp_path, cap
 
 
 def test_fetch_coco_sample_raises_when_most_fail(server, monkeypatch, tmp_path):
-    good = server.add("/train2017/000000000001.jpg", b"img")
+    good = server.add("/train2017/000000000001.jpg", _jpeg())
     missing = [server.url(f"/train2017/00000000010{i}.jpg") for i in range(3)]
     monkeypatch.setattr(dl, "COCO_SAMPLE_URLS", (good, *missing))
     with pytest.raises(dl.DownloadError, match=r"\(1 of 4 photos: .*data.root=/path/to/photos"):
@@ -341,8 +412,8 @@ def test_offline_coco_sample_fails_in_one_line_and_leaves_no_folder(monkeypatch,
     urls = tuple(f"http://127.0.0.1:1/train2017/{i:012d}.jpg" for i in range(48))
     monkeypatch.setattr(dl, "COCO_SAMPLE_URLS", urls)
     calls = []
-    real = dl.download
-    monkeypatch.setattr(dl, "download", lambda *a, **k: calls.append(a) or real(*a, **k))
+    real = dl.fetch_url
+    monkeypatch.setattr(dl, "fetch_url", lambda *a, **k: calls.append(a) or real(*a, **k))
     dest = tmp_path / "data" / "coco_sample"
     with pytest.raises(dl.DownloadError) as info:
         dl.fetch_coco_sample(dest)
@@ -362,33 +433,38 @@ def test_offline_coco_sample_fails_in_one_line_and_leaves_no_folder(monkeypatch,
 
 # --- CLI ------------------------------------------------------------------------
 
-
-def _run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "scripts/download_coco.py", *args],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+SCRIPT = REPO_ROOT / "scripts" / "download_coco.py"
+cli_main = runpy.run_path(str(SCRIPT))["main"]
 
 
-def test_cli_reports_download_error(server, tmp_path):
+def test_cli_reports_download_error(server, tmp_path, capsys):
     url = server.url("/missing.zip")
-    result = _run_cli("--root", str(tmp_path), "--url", url, "--no-verify")
-    assert result.returncode == 1
-    lines = result.stderr.strip().splitlines()
+    assert cli_main(["--root", str(tmp_path), "--url", url, "--no-verify"]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and url in lines[0]
 
 
-def test_cli_success_prints_next_command(server, tmp_path):
+def test_cli_success_prints_next_command(server, tmp_path, capsys):
     url = server.add("/train2014.zip", _zip_bytes({"train2014/a.jpg": b"a"}))
-    result = _run_cli("--root", str(tmp_path), "--url", url, "--no-verify")
+    assert cli_main(["--root", str(tmp_path), "--url", url, "--no-verify"]) == 0
+    assert f"python train.py data.root={tmp_path / 'train2014'}" in capsys.readouterr().out
+
+
+def test_cli_help_has_examples(capsys):
+    with pytest.raises(SystemExit) as info:
+        cli_main(["--help"])
+    assert info.value.code == 0
+    assert "examples:" in capsys.readouterr().out
+
+
+def test_the_script_runs_from_the_command_line():
+    # The one subprocess: the script's own imports, from the repository root as documented.
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--help"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
-    assert f"python train.py data.root={tmp_path / 'train2014'}" in result.stdout
-
-
-def test_cli_help_has_examples():
-    result = _run_cli("--help")
-    assert result.returncode == 0
-    assert "examples:" in result.stdout
+    assert "--keep-zip" in result.stdout

@@ -1,11 +1,7 @@
 """ONNX and TorchScript export: dynamic sizes match PyTorch, stylize.py runs the files."""
 
-import contextlib
 import importlib.util
-import io
-import os
 import re
-import subprocess
 import sys
 
 import numpy as np
@@ -14,16 +10,13 @@ import torch
 from PIL import Image
 
 from tests.conftest import REPO, write_photo
+from tests.test_stylize import run_stylize
 from transformer_net import stylize_cli
-from transformer_net.checkpoint import ModelFileError, save_model_file
-from transformer_net.export import (
-    OnnxStylizer,
-    TorchScriptStylizer,
-    export_onnx,
-    export_torchscript,
-    is_torchscript_file,
-)
+from transformer_net.checkpoint import save_model_file
+from transformer_net.errors import ModelFileError
+from transformer_net.export import export_onnx, export_torchscript
 from transformer_net.model import TransformerNet, _pad_to_multiple, _pad_to_multiple_traced
+from transformer_net.runners import OnnxStylizer, TorchScriptStylizer, is_torchscript_file
 
 SIZES = [(37, 53), (64, 48), (5, 9), (1, 1)]  # (H, W): odd, even, smallest reflectable, 1x1
 
@@ -112,15 +105,11 @@ def test_stylizers_agree_with_pytorch(net, onnx_file, ts_file):
         assert (out.float() - expected).abs().max() <= 1  # rounding at .5 may differ
 
 
-def test_stylize_py_runs_onnx_model(onnx_file, tmp_path):
+def test_stylize_runs_onnx_model(onnx_file, tmp_path, capsys):
     src = write_photo(tmp_path / "in.jpg", size=(37, 23))
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "stylize.py"), "--model", str(onnx_file),
-         "--input", str(src), "--output", str(tmp_path / "o.png")],
-        capture_output=True, text=True, cwd=REPO, timeout=120,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    assert "on cpu (float32)" in proc.stderr
+    argv = ["--model", onnx_file, "--input", src, "--output", tmp_path / "o.png"]
+    proc = run_stylize(capsys, *argv, check_rc=0)
+    assert f"model {onnx_file} on cpu (float32); 1 image(s)" in proc.stderr
     assert Image.open(tmp_path / "o.png").size == (37, 23)
 
 
@@ -152,8 +141,9 @@ def test_onnx_rejects_bf16_and_compile(onnx_file, tmp_path, capsys):
 
 def test_missing_onnxruntime_says_how_to_install(onnx_file, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import now raises ImportError
-    with pytest.raises(RuntimeError, match=r'pip install "transformer-net\[onnx\]"'):
+    with pytest.raises(ModelFileError, match=r'pip install "transformer-net\[onnx\]"') as e:
         OnnxStylizer(model_path=onnx_file)
+    assert str(e.value).startswith(f"{onnx_file}: running .onnx models needs onnxruntime")
 
 
 def test_missing_torchscript_file(tmp_path):
@@ -175,6 +165,7 @@ def test_export_script_formats_from_suffix(net, tmp_path, export_script, capsys)
     assert export_script([str(src), str(tmp_path / "m.onnx")]) == 0
     out = capsys.readouterr().out
     assert "(onnx," in out and "verified with onnxruntime" in out and "max abs difference" in out
+    assert (tmp_path / "m.onnx").stat().st_size > 0
     argv = [str(src), str(tmp_path / "m.ts"), "--benchmark", "16", "--runs", "1"]
     assert export_script(argv) == 0
     assert is_torchscript_file(tmp_path / "m.ts")
@@ -186,32 +177,20 @@ def test_export_script_formats_from_suffix(net, tmp_path, export_script, capsys)
     assert "unknown suffix" in capsys.readouterr().err
 
 
-@pytest.mark.slow  # the same as above through a subprocess
-def test_export_script_cli(net, tmp_path):
-    pytest.importorskip("onnxruntime")
-    src = save_model_file(net, tmp_path / "m.pth")
-    proc = subprocess.run(
-        [sys.executable, "scripts/export_model.py", str(src), str(tmp_path / "m.onnx")],
-        capture_output=True, text=True, cwd=REPO, timeout=120,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    assert "max abs difference" in proc.stdout and (tmp_path / "m.onnx").stat().st_size > 0
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit is deprecated
+def test_exported_files_run_without_this_package(onnx_file, ts_file, monkeypatch):
+    # With every module of this package hidden, `import transformer_net...` fails: the
+    # files must load and run from what they hold (graph and weights) alone.
+    import onnxruntime as ort
 
-
-def test_exported_files_run_without_this_package(onnx_file, ts_file):
-    # A fresh interpreter in which `import transformer_net` fails.
-    code = (
-        "import sys; sys.modules['transformer_net'] = None\n"
-        "import torch, onnxruntime as ort\n"
-        "x = torch.rand(1, 3, 37, 53) * 255\n"
-        f"print(tuple(torch.jit.load({str(ts_file)!r})(x).shape))\n"
-        f"s = ort.InferenceSession({str(onnx_file)!r})\n"
-        "print(s.run(None, {'image': x.numpy()})[0].shape)\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == ["(1,", "3,", "37,", "53)", "(1,", "3,", "37,", "53)"]
+    for name in [m for m in sys.modules if m.split(".")[0] == "transformer_net"]:
+        monkeypatch.setitem(sys.modules, name, None)
+    with pytest.raises(ImportError):
+        import transformer_net.model  # noqa: F401
+    x = torch.rand(1, 3, 37, 53) * 255
+    assert torch.jit.load(str(ts_file))(x).shape == (1, 3, 37, 53)
+    session = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
+    assert session.run(None, {"image": x.numpy()})[0].shape == (1, 3, 37, 53)
 
 
 def test_fixed_size_onnx(net, tmp_path):
@@ -236,7 +215,7 @@ def test_runners_take_batches_of_frames(net, onnx_file, ts_file, tmp_path):
         assert torch.equal(out, torch.stack([stylizer(f) for f in frames]))
 
 
-def test_exported_weights_with_nan_are_refused(tmp_path):
+def test_exported_weights_with_nan_are_refused(tmp_path, capsys):
     torch.manual_seed(0)
     bad = TransformerNet(channels=(4, 8, 8), num_residual=1).eval()
     with torch.no_grad():
@@ -252,10 +231,7 @@ def test_exported_weights_with_nan_are_refused(tmp_path):
     pytest.importorskip("onnx")
     path = export_onnx(bad, tmp_path / "bad.onnx")
     src = write_photo(tmp_path / "in.png", size=(8, 8))
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err):
-        rc = stylize_cli.main(["--model", str(path), "--input", str(src),
-                               "--output", str(tmp_path / "o.png")])  # fmt: skip
-    assert rc == 2 and err.getvalue().count("\n") == 1
-    assert err.getvalue().startswith(f"error: {path}: weights hold NaN/inf (")
+    argv = ["--model", path, "--input", src, "--output", tmp_path / "o.png"]
+    err = run_stylize(capsys, *argv, check_rc=2).stderr
+    assert err.count("\n") == 1 and err.startswith(f"error: {path}: weights hold NaN/inf (")
     assert not (tmp_path / "o.png").exists()

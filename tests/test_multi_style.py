@@ -13,7 +13,8 @@ from PIL import Image
 from tests.conftest import write_photo
 from tests.test_train import make_cfg, scalars, tiny_overrides
 from transformer_net.checkpoint import load_model, save_model_file
-from transformer_net.inference import Stylizer
+from transformer_net.errors import ConfigError
+from transformer_net.inference import TorchStylizer
 from transformer_net.loss import PerceptualLoss
 from transformer_net.model import ConditionalInstanceNorm2d, TransformerNet
 from transformer_net.stylize_cli import main as stylize_main
@@ -163,20 +164,21 @@ def test_stylizer_styles(tmp_path):
     path = save_model_file(multi_net(), tmp_path / "m.pth", meta={"styles": ["a", "b", "c"]})
     image = torch.randint(0, 256, (3, 20, 24), dtype=torch.uint8)
     out = [
-        Stylizer(model_path=path, device="cpu", precision="fp32", style=k)(image) for k in (0, 1)
+        TorchStylizer(model_path=path, device="cpu", precision="fp32", style=k)(image)
+        for k in (0, 1)
     ]
     assert not torch.equal(out[0], out[1])
-    one_hot = Stylizer(model_path=path, device="cpu", precision="fp32", style=[2, 0, 0])
+    one_hot = TorchStylizer(model_path=path, device="cpu", precision="fp32", style=[2, 0, 0])
     assert torch.equal(one_hot(image), out[0])  # normalized: [2, 0, 0] is style 0
-    assert one_hot.style_names == ["a", "b", "c"]
+    assert one_hot.style_names == ["a", "b", "c"] and one_hot.num_styles == 3
     for style, message in [
         (3, "style index 3 out of range: the model has 3 styles (0-2)"),
         ([1, 1], "2 style mixing weights for a model with 3 styles"),
         ([1, -1, 1], "must be >= 0 with a positive sum"),
         ([0, 0, 0], "must be >= 0 with a positive sum"),
     ]:
-        with pytest.raises(ValueError) as e:
-            Stylizer(model_path=path, device="cpu", style=style)
+        with pytest.raises(ConfigError) as e:
+            TorchStylizer(model_path=path, device="cpu", style=style)
         assert str(e.value).startswith(f"{path}: ") and message in str(e.value)
 
 
@@ -286,19 +288,20 @@ def test_multi_style_config_composes():
         ["style=multi", "style.names=[wave,monet]", "+style.catalog.monet.image=/x/monet.jpg",
          "style.catalog.wave.image=/x/wave.jpg"]
     )  # fmt: skip
-    from train import resolve_styles
+    from transformer_net.errors import ConfigError, TransformerNetError
+    from transformer_net.preflight import prepare_inputs
 
-    with pytest.raises(Exception, match="/x/wave.jpg: style image not found"):
-        resolve_styles(cfg.style)
+    with pytest.raises(TransformerNetError, match="/x/wave.jpg: style image not found"):
+        prepare_inputs(cfg)
     cfg = make_cfg(["style=multi", "style.names=[wave,nope]"])
-    with pytest.raises(ValueError, match="unknown style 'nope'; known: candy, "):
-        resolve_styles(cfg.style)
-    with pytest.raises(ValueError, match="style.names lists a style twice"):
-        resolve_styles(make_cfg(["style=multi", "style.names=[wave,wave]"]).style)
+    with pytest.raises(ConfigError, match="unknown style 'nope'; known: candy, "):
+        prepare_inputs(cfg)
+    with pytest.raises(ConfigError, match="style.names lists a style twice"):
+        prepare_inputs(make_cfg(["style=multi", "style.names=[wave,wave]"]))
 
 
 def test_bf16_network_and_autocast_take_mixes():
-    """Stylizer casts the whole network to bf16; training runs under autocast."""
+    """TorchStylizer casts the whole network to bf16; training runs under autocast."""
     net, x = multi_net(2), torch.rand(1, 3, 16, 16) * 255
     half = multi_net(2).to(torch.bfloat16)
     mixed = half(x.bfloat16(), torch.tensor([0.25, 0.75]))

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import pickle
-import subprocess
-import sys
+import runpy
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +47,11 @@ def test_prepare_writes_array_and_meta_and_skips_unreadable(source, tmp_path, ca
     out = tmp_path / "out"
     meta = prepare_dataset(source=source, output=out, size=SIZE, progress=True)
     err = capsys.readouterr().err
-    assert "broken.jpg" in err and "images/s" in err
+    # The warning, and tqdm's bar: images done, their rate, how many were skipped.
+    assert "warning: skipping unreadable image" in err and "broken.jpg" in err
+    assert "14/14" in err and "image/s" in err and "skipped=1" in err
+    prepare_dataset(source=source, output=tmp_path / "quiet", size=SIZE, progress=False)
+    assert capsys.readouterr().err.count("\n") == 1  # quiet: the warning alone
 
     assert meta == json.loads((out / "meta.json").read_text())
     assert meta["format"] == "transformer-net-prepared" and meta["version"] == 1
@@ -170,40 +172,41 @@ def test_interrupted_prepare_is_not_prepared(prepared, source, monkeypatch):
     assert not is_prepared(prepared) and not (prepared / "images.u8.partial").exists()
 
 
-def _cli_main():
-    spec = importlib.util.spec_from_file_location(
-        "prepare_cli", REPO / "scripts/prepare_dataset.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
+cli_main = runpy.run_path(str(REPO / "scripts" / "prepare_dataset.py"))["main"]
 
 
 def test_cli(photo_dir, tmp_path, capsys):
     out = tmp_path / "out"
-    cmd = [sys.executable, "scripts/prepare_dataset.py", "--input", str(photo_dir)]
-    cmd += ["--output", str(out), "--image-size", "16", "--size", "24", "--workers", "2"]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    assert "prepared 12 images of 24x24 (0 unreadable skipped)" in proc.stdout
-    assert f"next: python train.py data.root={out}" in proc.stdout
+    args = ["--input", str(photo_dir), "--output", str(out), "--image-size", "16", "--size", "24"]
+    assert cli_main([*args, "--workers", "2"]) == 0, capsys.readouterr().err
+    stdout = capsys.readouterr().out
+    assert "prepared 12 images of 24x24 (0 unreadable skipped)" in stdout
+    assert f"next: python train.py data.root={out}" in stdout
     assert is_prepared(out) and json.loads((out / "meta.json").read_text())["count"] == 12
 
-    help_text = subprocess.run(
-        [sys.executable, "scripts/prepare_dataset.py", "--help"],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
-    ).stdout  # fmt: skip
-    assert "examples:" in help_text and "--overwrite" in help_text
+    with pytest.raises(SystemExit) as info:
+        cli_main(["--help"])
+    help_text = capsys.readouterr().out
+    assert info.value.code == 0 and "examples:" in help_text and "--overwrite" in help_text
 
-    main = _cli_main()
-    args = ["--input", str(photo_dir), "--output", str(out), "--image-size", "16", "--size", "24"]
     for argv, message in [
         (args, "already holds a prepared dataset (add --overwrite"),
         (["--input", str(tmp_path / "nope"), "--output", str(tmp_path / "o2")], "nope: data"),
         (args[:4] + ["--image-size", "32", "--size", "24"], "smaller than --image-size"),
+        ([*args, "--overwrite", "--workers", "-1"], "--workers must be >= 0, got -1"),
     ]:
-        assert main(argv) == 2
+        assert cli_main(argv) == 2
         err = capsys.readouterr().err
         assert err.startswith("error: ") and message in err and err.count("\n") == 1
-    assert main([*args, "--overwrite", "--workers", "0"]) == 0
+    assert cli_main([*args, "--overwrite", "--workers", "0"]) == 0
     assert "prepared 12 images" in capsys.readouterr().out
+
+
+def test_cli_reports_an_unwritable_output_in_one_line(photo_dir, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    argv = ["--input", str(photo_dir), "--output", str(blocker / "out"), "--workers", "0"]
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {blocker / 'out'}: cannot write the prepared dataset (")
+    assert err.count("\n") == 1

@@ -1,8 +1,13 @@
-"""stylize.py end to end: files, folders, sizes, errors."""
+"""stylize.py end to end: files, folders, sizes, errors.
+
+Everything runs stylize.py's ``main()`` in this process; one test starts the
+real entry point in a fresh interpreter (and checks what it imports).
+"""
 
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -11,21 +16,23 @@ from PIL import Image
 
 from tests.conftest import REPO, write_photo
 from tests.test_checkpoint import examples_state_dict, reference_forward
+from transformer_net import inference, stylize_cli
 from transformer_net.checkpoint import save_model_file
+from transformer_net.errors import ConfigError
+from transformer_net.export import export_onnx, export_torchscript
+from transformer_net.inference import TorchStylizer
 from transformer_net.model import TransformerNet
+from transformer_net.runners import OnnxStylizer, TorchScriptStylizer, open_stylizer
 
 
-def run_stylize(*args, check_rc=None):
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "stylize.py"), *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=120,
-    )
+def run_stylize(capsys, *args, check_rc=None) -> SimpleNamespace:
+    """stylize.py's main() in this process -> returncode, stdout and stderr, like a subprocess."""
+    capsys.readouterr()  # drop what earlier calls printed
+    rc = stylize_cli.main([str(a) for a in args])
+    out, err = capsys.readouterr()
     if check_rc is not None:
-        assert proc.returncode == check_rc, proc.stderr
-    return proc
+        assert rc == check_rc, err
+    return SimpleNamespace(returncode=rc, stdout=out, stderr=err)
 
 
 @pytest.fixture(scope="module")
@@ -35,45 +42,54 @@ def tiny_model(tmp_path_factory):
     return save_model_file(TransformerNet(channels=(4, 8, 8), num_residual=1), path)
 
 
-def test_help_ends_with_examples():
-    out = run_stylize("--help", check_rc=0).stdout
-    assert "examples:" in out and out.rstrip().splitlines()[-1].strip()
+def test_entry_point_runs_and_imports_neither_lightning_nor_hydra(tiny_model, tmp_path):
+    """The suite's one run of stylize.py itself, in a fresh interpreter (-X importtime lists
+    every module it imports): it must start fast, without the training stack."""
+    src = write_photo(tmp_path / "in.png", size=(37, 23))
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", str(REPO / "stylize.py"), "--model", str(tiny_model),
+         "--input", str(src), "--output", str(tmp_path / "o.png"), "--precision", "fp32"],
+        capture_output=True, text=True, cwd=REPO, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"[1/1] {src} -> {tmp_path / 'o.png'}  37x23" in proc.stdout
+    assert Image.open(tmp_path / "o.png").size == (37, 23)
+    imported = {
+        line.rsplit("|", 1)[-1].strip().split(".")[0]
+        for line in proc.stderr.splitlines()
+        if line.startswith("import time:")
+    }
+    assert {"torch", "transformer_net", "PIL"} <= imported  # the list is real
+    assert imported & {"pytorch_lightning", "lightning", "hydra", "omegaconf"} == set()
 
 
-def test_single_image_keeps_odd_size_and_honours_exif(tmp_path, tiny_model):
+def test_help_ends_with_examples(capsys):
+    out = run_stylize(capsys, "--help", check_rc=0).stdout
+    assert out.startswith("usage: stylize.py") and "examples:" in out
+    assert out.rstrip().splitlines()[-1].strip()
+
+
+def test_single_image_keeps_odd_size_and_honours_exif(tmp_path, tiny_model, capsys):
     src = write_photo(tmp_path / "in.jpg", size=(37, 23))
     img = Image.open(src)
     exif = img.getexif()
     exif[0x0112] = 6  # orientation: rotate 90 degrees on display
     img.save(tmp_path / "rot.jpg", exif=exif)
+    out = tmp_path / "o.png"
     proc = run_stylize(
-        "--model",
-        tiny_model,
-        "--input",
-        tmp_path / "rot.jpg",
-        "--output",
-        tmp_path / "o.png",
-        check_rc=0,
+        capsys, "--model", tiny_model, "--input", tmp_path / "rot.jpg", "--output", out, check_rc=0
     )
-    assert "ms" in proc.stdout
-    assert Image.open(tmp_path / "o.png").size == (23, 37)  # displayed size: rotated
+    assert f"[1/1] {tmp_path / 'rot.jpg'} -> {out}  23x37  " in proc.stdout and " ms" in proc.stdout
+    assert Image.open(out).size == (23, 37)  # displayed size: rotated
 
 
-def test_examples_model_gives_reference_output(tmp_path):
+def test_examples_model_gives_reference_output(tmp_path, capsys):
     sd = examples_state_dict(legacy=True)
     torch.save(sd, tmp_path / "candy.pth")
     src = write_photo(tmp_path / "p.png", size=(64, 48))
-    run_stylize(
-        "--model",
-        tmp_path / "candy.pth",
-        "--input",
-        src,
-        "--output",
-        tmp_path / "o.png",
-        "--device",  # the reference is fp32; on a GPU the default would be bf16
-        "cpu",
-        check_rc=0,
-    )
+    # The reference is fp32; auto may pick bf16 (a GPU with --compile, an AVX512-BF16 CPU).
+    run_stylize(capsys, "--model", tmp_path / "candy.pth", "--input", src,
+                "--output", tmp_path / "o.png", "--precision", "fp32", check_rc=0)  # fmt: skip
     x = torch.from_numpy(np.array(Image.open(src).convert("RGB"))).permute(2, 0, 1)[None].float()
     with torch.no_grad():
         expected = reference_forward({k: v for k, v in sd.items() if "running" not in k}, x)
@@ -85,23 +101,23 @@ def test_examples_model_gives_reference_output(tmp_path):
 @pytest.mark.parametrize(
     "option,value,size", [("--size", 20, (20, 10)), ("--scale", 0.5, (40, 20))]
 )
-def test_resize_options(tmp_path, tiny_model, option, value, size):
+def test_resize_options(tmp_path, tiny_model, option, value, size, capsys):
     src = write_photo(tmp_path / "in.png", size=(80, 40))
     out = tmp_path / "out.png"
-    run_stylize("--model", tiny_model, "--input", src, "--output", out, option, value, check_rc=0)
+    argv = ["--model", tiny_model, "--input", src, "--output", out, option, value]
+    run_stylize(capsys, *argv, check_rc=0)
     assert Image.open(out).size == size
 
 
-def test_folder_recursive_keeps_paths_and_reports_bad_files(tmp_path, tiny_model):
+def test_folder_recursive_keeps_paths_and_reports_bad_files(tmp_path, tiny_model, capsys):
     src = tmp_path / "in"
     write_photo(src / "a.jpg")
     write_photo(src / "sub" / "deep" / "b.png", mode="L")
     write_photo(src / "c.gif", mode="P")
     (src / "notes.txt").write_text("not an image")
     (src / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
-    proc = run_stylize(
-        "--model", tiny_model, "--input", src, "--output", tmp_path / "out", check_rc=1
-    )
+    argv = ["--model", tiny_model, "--input", src, "--output", tmp_path / "out"]
+    proc = run_stylize(capsys, *argv, check_rc=1)
     assert (tmp_path / "out" / "a.jpg").is_file()
     assert (tmp_path / "out" / "sub" / "deep" / "b.png").is_file()
     assert (tmp_path / "out" / "c.png").is_file()  # GIF written as PNG
@@ -110,29 +126,19 @@ def test_folder_recursive_keeps_paths_and_reports_bad_files(tmp_path, tiny_model
     assert "done 3, skipped 1, failed 1" in proc.stderr
     assert "Traceback" not in proc.stderr
     # A rerun skips finished outputs instead of redoing or overwriting them.
-    proc = run_stylize("--model", tiny_model, "--input", src, "--output", tmp_path / "out")
+    proc = run_stylize(capsys, *argv, check_rc=1)
     assert "done 0, skipped 4, failed 1" in proc.stderr
 
 
-def test_refuses_to_overwrite(tmp_path, tiny_model):
+def test_refuses_to_overwrite(tmp_path, tiny_model, capsys):
     src = write_photo(tmp_path / "in.png")
-    proc = run_stylize("--model", tiny_model, "--input", src, "--output", src, check_rc=2)
-    assert "overwrite the input" in proc.stderr
+    model = ["--model", tiny_model, "--input", src]
+    proc = run_stylize(capsys, *model, "--output", src, check_rc=2)
+    assert proc.stderr == f"error: {src}: output would overwrite the input\n"
     (tmp_path / "exists.png").write_bytes(b"x")
-    proc = run_stylize(
-        "--model", tiny_model, "--input", src, "--output", tmp_path / "exists.png", check_rc=2
-    )
-    assert "--overwrite" in proc.stderr
-    run_stylize(
-        "--model",
-        tiny_model,
-        "--input",
-        src,
-        "--output",
-        tmp_path / "exists.png",
-        "--overwrite",
-        check_rc=0,
-    )
+    proc = run_stylize(capsys, *model, "--output", tmp_path / "exists.png", check_rc=2)
+    assert "already exists (pass --overwrite to replace it)" in proc.stderr
+    run_stylize(capsys, *model, "--output", tmp_path / "exists.png", "--overwrite", check_rc=0)
     assert Image.open(tmp_path / "exists.png").size == (40, 30)
 
 
@@ -140,59 +146,42 @@ def test_refuses_to_overwrite(tmp_path, tiny_model):
     "content,message",
     [(b"", "empty file"), (b"not a model at all", "corrupt or not a PyTorch file")],
 )
-def test_bad_model_file_is_one_line_error(tmp_path, content, message):
+def test_bad_model_file_is_one_line_error(tmp_path, content, message, capsys):
     (tmp_path / "m.pth").write_bytes(content)
     src = write_photo(tmp_path / "in.png")
-    proc = run_stylize(
-        "--model", tmp_path / "m.pth", "--input", src, "--output", tmp_path / "o.png", check_rc=2
-    )
+    argv = ["--model", tmp_path / "m.pth", "--input", src, "--output", tmp_path / "o.png"]
+    proc = run_stylize(capsys, *argv, check_rc=2)
     assert message in proc.stderr and "m.pth" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
-def test_missing_input(tmp_path, tiny_model):
-    proc = run_stylize(
-        "--model",
-        tiny_model,
-        "--input",
-        tmp_path / "nope.jpg",
-        "--output",
-        tmp_path / "o.jpg",
-        check_rc=2,
-    )
-    assert "nope.jpg: input not found" in proc.stderr
+def test_missing_input(tmp_path, tiny_model, capsys):
+    argv = ["--model", tiny_model, "--input", tmp_path / "nope.jpg", "--output", tmp_path / "o.jpg"]
+    proc = run_stylize(capsys, *argv, check_rc=2)
+    assert proc.stderr == f"error: {tmp_path / 'nope.jpg'}: input not found\n"
 
 
-def test_stylize_does_not_import_lightning_or_hydra(tiny_model, tmp_path):
+def test_a_bug_keeps_its_traceback(tmp_path, tiny_model, monkeypatch, capsys):
+    """Only the project's own errors become one-line messages: a plain RuntimeError from
+    inside a runner is a bug, and main() lets it propagate with its traceback."""
+
+    def broken(self, frames):
+        raise RuntimeError("a bug in the runner")
+
+    monkeypatch.setattr(TorchStylizer, "_one_pass", broken)
     src = write_photo(tmp_path / "in.png")
-    argv = [str(tiny_model), str(src), str(tmp_path / "o.png")]
-    code = (
-        "import sys; import transformer_net.stylize_cli as c;"
-        f"rc = c.main(['--model', {argv[0]!r}, '--input', {argv[1]!r}, '--output', {argv[2]!r}]);"
-        "heavy = ('pytorch_lightning', 'lightning', 'hydra', 'omegaconf');"
-        "print(rc, [m for m in sys.modules if m.split('.')[0] in heavy])"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120
-    )
-    assert out.stdout.strip().splitlines()[-1] == "0 []", out.stderr
+    argv = ["--model", str(tiny_model), "--input", str(src), "--output", str(tmp_path / "o.png")]
+    with pytest.raises(RuntimeError, match="a bug in the runner"):
+        stylize_cli.main(argv)
+    assert "error:" not in capsys.readouterr().err
+    assert not (tmp_path / "o.png").exists()
 
 
-def test_bf16_precision_matches_fp32_closely(tmp_path, tiny_model):
+def test_bf16_precision_matches_fp32_closely(tmp_path, tiny_model, capsys):
     src = write_photo(tmp_path / "in.png", size=(64, 48))
     for precision in ("fp32", "bf16"):
-        out = tmp_path / f"{precision}.png"
-        run_stylize(
-            "--model",
-            tiny_model,
-            "--input",
-            src,
-            "--output",
-            out,
-            "--precision",
-            precision,
-            check_rc=0,
-        )
+        argv = ["--model", tiny_model, "--input", src, "--output", tmp_path / f"{precision}.png"]
+        run_stylize(capsys, *argv, "--precision", precision, check_rc=0)
     a = np.asarray(Image.open(tmp_path / "fp32.png")).astype(np.float64)
     b = np.asarray(Image.open(tmp_path / "bf16.png")).astype(np.float64)
     psnr = 10 * np.log10(255**2 / max(np.mean((a - b) ** 2), 1e-12))
@@ -200,50 +189,27 @@ def test_bf16_precision_matches_fp32_closely(tmp_path, tiny_model):
 
 
 def test_bf16_on_a_cpu_that_emulates_it_warns(tmp_path, tiny_model, monkeypatch, capsys):
-    # On a CPU without AVX512-BF16/AMX, bf16 is ~300x slower than fp32 (docs/benchmarks.md).
-    import transformer_net.inference as inference
-    from transformer_net import stylize_cli
-
+    # On a CPU without AVX512-BF16/AMX, bf16 is emulated and far slower (docs/benchmarks.md).
     src = write_photo(tmp_path / "in.png", size=(16, 12))
     for native in (False, True):
         monkeypatch.setattr(inference, "native_bf16", lambda device, native=native: native)
-        argv = ["--model", str(tiny_model), "--input", str(src), "--device", "cpu", "--quiet"]
+        argv = ["--model", tiny_model, "--input", src, "--device", "cpu", "--quiet"]
         out = tmp_path / f"bf16-{native}.png"
-        assert stylize_cli.main([*argv, "--output", str(out), "--precision", "bf16"]) == 0
-        err = capsys.readouterr().err
+        err = run_stylize(capsys, *argv, "--output", out, "--precision", "bf16", check_rc=0).stderr
         assert ("bf16 is emulated on this CPU" in err) is not native, err
         assert out.is_file()
         out = tmp_path / f"auto-{native}.png"  # auto never picks an emulated bf16
-        assert stylize_cli.main([*argv, "--output", str(out), "--precision", "auto"]) == 0
-        assert "emulated" not in capsys.readouterr().err
+        err = run_stylize(capsys, *argv, "--output", out, "--precision", "auto", check_rc=0).stderr
+        assert "emulated" not in err
 
 
-def test_pipelined_folder_equals_one_by_one(tmp_path, tiny_model):
+def test_pipelined_folder_equals_one_by_one(tmp_path, tiny_model, capsys):
     src = tmp_path / "in"
     for i in range(6):
         write_photo(src / f"{i}.png", size=(30 + i, 20 + 2 * i), seed=i)
-    run_stylize(
-        "--model",
-        tiny_model,
-        "--input",
-        src,
-        "--output",
-        tmp_path / "a",
-        "--io-threads",
-        1,
-        check_rc=0,
-    )
-    proc = run_stylize(
-        "--model",
-        tiny_model,
-        "--input",
-        src,
-        "--output",
-        tmp_path / "b",
-        "--io-threads",
-        4,
-        check_rc=0,
-    )
+    argv = ["--model", tiny_model, "--input", src, "--precision", "fp32"]
+    run_stylize(capsys, *argv, "--output", tmp_path / "a", "--io-threads", 1, check_rc=0)
+    proc = run_stylize(capsys, *argv, "--output", tmp_path / "b", "--io-threads", 4, check_rc=0)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("[")]
     assert [line.split("]")[0] for line in lines] == [f"[{i}/6" for i in range(1, 7)]  # input order
     for i in range(6):
@@ -253,35 +219,20 @@ def test_pipelined_folder_equals_one_by_one(tmp_path, tiny_model):
         )
 
 
-def test_rgba_keeps_its_alpha_channel(tmp_path, tiny_model):
+def test_rgba_keeps_its_alpha_channel(tmp_path, tiny_model, capsys):
     arr = np.zeros((20, 30, 4), dtype=np.uint8)
     arr[..., :3] = 128
     arr[..., 3] = np.linspace(0, 255, 30, dtype=np.uint8)[None, :]
     Image.fromarray(arr, "RGBA").save(tmp_path / "in.png")
-    run_stylize(
-        "--model",
-        tiny_model,
-        "--input",
-        tmp_path / "in.png",
-        "--output",
-        tmp_path / "o.png",
-        check_rc=0,
-    )
+    argv = ["--model", tiny_model, "--input", tmp_path / "in.png"]
+    run_stylize(capsys, *argv, "--output", tmp_path / "o.png", check_rc=0)
     out = Image.open(tmp_path / "o.png")
     assert out.mode == "RGBA" and np.array_equal(np.asarray(out)[..., 3], arr[..., 3])
-    run_stylize(
-        "--model",
-        tiny_model,
-        "--input",
-        tmp_path / "in.png",
-        "--output",
-        tmp_path / "o.jpg",
-        check_rc=0,
-    )
+    run_stylize(capsys, *argv, "--output", tmp_path / "o.jpg", check_rc=0)
     assert Image.open(tmp_path / "o.jpg").mode == "RGB"  # JPEG has no alpha
 
 
-def test_folder_mode_never_writes_outside_the_output_folder(tmp_path, tiny_model):
+def test_folder_mode_never_writes_outside_the_output_folder(tmp_path, tiny_model, capsys):
     src = tmp_path / "in"
     write_photo(src / "sub" / "a.png")
     write_photo(src / "b.png")
@@ -289,12 +240,71 @@ def test_folder_mode_never_writes_outside_the_output_folder(tmp_path, tiny_model
     elsewhere.mkdir()
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "sub").symlink_to(elsewhere)  # a planted symlink
-    proc = run_stylize(
-        "--model", tiny_model, "--input", src, "--output", tmp_path / "out", check_rc=1
-    )
+    argv = ["--model", tiny_model, "--input", src, "--output", tmp_path / "out"]
+    proc = run_stylize(capsys, *argv, check_rc=1)
     assert "leads outside" in proc.stderr
     assert not list(elsewhere.iterdir())
     assert (tmp_path / "out" / "b.png").is_file()
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """The same tiny network as a .pth, an ONNX and a TorchScript file, and under
+    misleading names: the .pth called .onnx and without a suffix."""
+    pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    net = TransformerNet(channels=(4, 8, 8), num_residual=1).eval()
+    folder = tmp_path_factory.mktemp("exported")
+    pth = save_model_file(net, folder / "m.pth")
+    files = {
+        "pth": pth,
+        "onnx": export_onnx(net, folder / "m.onnx"),
+        "torchscript": export_torchscript(net, folder / "m.pt"),
+    }
+    for name in ("renamed.onnx", "no_suffix"):
+        (folder / name).write_bytes(pth.read_bytes())
+        files[name] = folder / name
+    (folder / "onnx_called.pth").write_bytes(files["onnx"].read_bytes())
+    files["onnx_called.pth"] = folder / "onnx_called.pth"
+    return files
+
+
+@pytest.mark.parametrize(
+    "name,runner",
+    [("pth", TorchStylizer), ("renamed.onnx", TorchStylizer), ("no_suffix", TorchStylizer),
+     ("onnx", OnnxStylizer), ("onnx_called.pth", OnnxStylizer),
+     ("torchscript", TorchScriptStylizer)],
+)  # fmt: skip
+def test_open_stylizer_picks_the_runner_by_content(exported, name, runner):
+    stylizer = open_stylizer(exported[name], device="cpu", precision="fp32")
+    assert type(stylizer) is runner
+    assert stylizer.supports_video and stylizer.num_styles == 1
+    image = torch.randint(0, 256, (3, 21, 17), dtype=torch.uint8)
+    reference = open_stylizer(exported["pth"], device="cpu", precision="fp32")
+    assert (stylizer(image).int() - reference(image).int()).abs().max() <= 1
+
+
+_FP32 = "--precision, --compile and --cuda-graphs apply to .pth/.ckpt models; ONNX and "
+_TORCH = "--style-index, --style-mix and --tile-size apply to .pth/.ckpt models"
+
+
+@pytest.mark.parametrize(
+    "options,message",
+    [({"precision": "bf16"}, _FP32 + "TorchScript files run in fp32"),
+     ({"compile": True}, _FP32 + "TorchScript files run in fp32"),
+     ({"cuda_graphs": True}, _FP32 + "TorchScript files run in fp32"),
+     ({"style": 1}, _TORCH), ({"style": [0.5, 0.5]}, _TORCH), ({"tile_size": 64}, _TORCH)],
+)  # fmt: skip
+def test_open_stylizer_refuses_options_a_runner_ignores(exported, options, message):
+    for kind in ("onnx", "torchscript"):
+        with pytest.raises(ConfigError) as e:
+            open_stylizer(exported[kind], device="cpu", **options)
+        assert str(e.value) == f"{exported[kind]}: {message}"
+    # fp32, style 0, tile 0 and a progress callback are what the traced files do anyway
+    ok = {"precision": "fp32", "style": 0, "tile_size": 0, "progress": print}
+    assert open_stylizer(exported["onnx"], device="cpu", **ok).dtype == torch.float32
+    with pytest.raises(TypeError, match="unexpected options \\['precison'\\]"):
+        open_stylizer(exported["onnx"], device="cpu", precison="fp32")  # a typo is a bug
 
 
 def _make_inputs(folder):
@@ -318,11 +328,10 @@ def _make_inputs(folder):
     }  # fmt: skip
 
 
-def test_every_kind_of_input_has_a_defined_outcome(tmp_path, tiny_model):
+def test_every_kind_of_input_has_a_defined_outcome(tmp_path, tiny_model, capsys):
     expected = _make_inputs(tmp_path / "in")
-    proc = run_stylize(
-        "--model", tiny_model, "--input", tmp_path / "in", "--output", tmp_path / "out", check_rc=1
-    )
+    argv = ["--model", tiny_model, "--input", tmp_path / "in", "--output", tmp_path / "out"]
+    proc = run_stylize(capsys, *argv, check_rc=1)
     for name, outcome in expected.items():
         out = tmp_path / "out" / name
         if outcome == "ok":
@@ -336,39 +345,25 @@ def test_every_kind_of_input_has_a_defined_outcome(tmp_path, tiny_model):
     assert "done 7, skipped 0, failed 3" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def _main(*args) -> tuple[int, str]:
-    """stylize.py's main() in this process -> (exit code, stderr); argparse exits too."""
-    import contextlib
-    import io
-
-    from transformer_net import stylize_cli
-
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        try:
-            rc = stylize_cli.main([str(a) for a in args])
-        except SystemExit as e:  # argparse's errors
-            rc = e.code
-    return rc, err.getvalue()
-
-
-def test_inputs_with_the_same_output_name_all_keep_their_result(tmp_path, tiny_model):
+def test_inputs_with_the_same_output_name_all_keep_their_result(tmp_path, tiny_model, capsys):
     src, out = tmp_path / "in", tmp_path / "out"
     write_photo(src / "a.png", seed=1)
     write_photo(src / "a.gif", seed=2, mode="P")  # GIF and PPM are written as PNG: a.png too
     write_photo(src / "a.ppm", seed=3)
-    rc, err = _main("--model", tiny_model, "--input", src, "--output", out)
-    assert rc == 0, err
+    common = ["--model", tiny_model, "--precision", "fp32"]
+    err = run_stylize(capsys, *common, "--input", src, "--output", out, check_rc=0).stderr
     assert sorted(p.name for p in out.iterdir()) == ["a.gif.png", "a.png", "a.ppm.png"]
     assert f"note: {src / 'a.gif'} -> {out / 'a.gif.png'} (its plain output name is shared" in err
     assert "done 3, skipped 0, failed 0, renamed 2 (name clashes)" in err
     for name, result in [("a.png", "a.png"), ("a.gif", "a.gif.png"), ("a.ppm", "a.ppm.png")]:
         single = tmp_path / f"single-{name}.png"  # each output is the result of its own input
-        assert _main("--model", tiny_model, "--input", src / name, "--output", single)[0] == 0
+        run_stylize(capsys, *common, "--input", src / name, "--output", single, check_rc=0)
         assert np.array_equal(np.asarray(Image.open(out / result)), np.asarray(Image.open(single)))
     before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
-    rc, err = _main("--model", tiny_model, "--input", src, "--output", out, "--quiet")
-    assert rc == 0 and "done 0, skipped 3, failed 0, renamed 2" in err and "note:" not in err
+    err = run_stylize(
+        capsys, *common, "--input", src, "--output", out, "--quiet", check_rc=0
+    ).stderr
+    assert "done 0, skipped 3, failed 0, renamed 2" in err and "note:" not in err
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before  # rerun: same names
 
 
@@ -394,14 +389,15 @@ def test_output_name_clashes_are_planned_before_any_work(tmp_path):
 
 
 @pytest.mark.parametrize("content", ["nothing", "only text files"])
-def test_folder_without_images_is_one_line_error(tmp_path, tiny_model, content):
+def test_folder_without_images_is_one_line_error(tmp_path, tiny_model, content, capsys):
     src = tmp_path / "in"
     src.mkdir()
     if content != "nothing":
         (src / "notes.txt").write_text("not an image")
-    rc, err = _main("--model", tiny_model, "--input", src, "--output", tmp_path / "out")
+    argv = ["--model", tiny_model, "--input", src, "--output", tmp_path / "out"]
+    err = run_stylize(capsys, *argv, check_rc=1).stderr
     expected = "empty folder" if content == "nothing" else "no image or video files (1 other"
-    assert rc == 1 and err.count("\n") == 1, err
+    assert err.count("\n") == 1, err
     assert err.startswith(f"error: {src}: {expected}") and "nothing to stylize" in err
     assert not (tmp_path / "out").exists()
 
@@ -430,25 +426,25 @@ def test_folder_without_images_is_one_line_error(tmp_path, tiny_model, content):
     ],
 )  # fmt: skip
 def test_bad_size_scale_and_output_name_are_refused_before_the_model_loads(
-    tmp_path, option, message
+    tmp_path, option, message, capsys
 ):
     src = write_photo(tmp_path / "in.jpg", size=(40, 30))
     option = [o.format(tmp=tmp_path) for o in option]
     output = [] if option[0] == "--output" else ["--output", str(tmp_path / "o.png")]
     # The model file does not exist: reaching it would say "model file not found".
-    rc, err = _main("--model", tmp_path / "never.pth", "--input", src, *output, *option)
-    assert rc == 2 and err.count("\n") == 1, err
+    argv = ["--model", tmp_path / "never.pth", "--input", src, *output, *option]
+    err = run_stylize(capsys, *argv, check_rc=2).stderr
+    assert err.count("\n") == 1, err
     assert err.startswith(message.format(src=src, tmp=tmp_path)), err
     assert list(tmp_path.iterdir()) == [src]
 
 
-def test_too_large_resize_in_a_folder_fails_that_image_only(tmp_path, tiny_model):
+def test_too_large_resize_in_a_folder_fails_that_image_only(tmp_path, tiny_model, capsys):
     src = tmp_path / "in"
     write_photo(src / "small.png", size=(4, 3))
     write_photo(src / "big.png", size=(400, 300))
-    rc, err = _main("--model", tiny_model, "--input", src, "--output", tmp_path / "out",
-                    "--scale", "100")  # fmt: skip
-    assert rc == 1
+    argv = ["--model", tiny_model, "--input", src, "--output", tmp_path / "out", "--scale", 100]
+    err = run_stylize(capsys, *argv, check_rc=1).stderr
     assert f"error: {src / 'big.png'}: resizing 400x300 to 40000x30000 (1200 MP) exceeds" in err
     assert Image.open(tmp_path / "out" / "small.png").size == (400, 300)
     assert "done 1, skipped 0, failed 1" in err and "Traceback" not in err
@@ -463,7 +459,9 @@ def test_too_large_resize_in_a_folder_fails_that_image_only(tmp_path, tiny_model
         ("sd.pth", "sd", "not a transformer-net model ('state_dict' is a list, expected a dict)"),
     ],
 )  # fmt: skip
-def test_bad_model_contents_are_one_line_errors(tmp_path, tiny_model, name, payload, message):
+def test_bad_model_contents_are_one_line_errors(
+    tmp_path, tiny_model, name, payload, message, capsys
+):
     raw = torch.load(tiny_model, weights_only=True)
     if payload == "nan":
         raw["state_dict"]["res1.conv1.conv2d.weight"][0, 0, 0, 0] = float("nan")
@@ -473,8 +471,9 @@ def test_bad_model_contents_are_one_line_errors(tmp_path, tiny_model, name, payl
         raw["state_dict"] = list(raw["state_dict"].values())
     torch.save(raw, tmp_path / name)
     src = write_photo(tmp_path / "in.png")
-    rc, err = _main("--model", tmp_path / name, "--input", src, "--output", tmp_path / "o.png")
-    assert rc == 2 and err == f"error: {tmp_path / name}: {message}" + (
+    argv = ["--model", tmp_path / name, "--input", src, "--output", tmp_path / "o.png"]
+    err = run_stylize(capsys, *argv, check_rc=2).stderr
+    assert err == f"error: {tmp_path / name}: {message}" + (
         ": the model would give black images (training diverged?)\n" if payload == "nan" else "\n"
     )
     assert not (tmp_path / "o.png").exists()

@@ -1,19 +1,25 @@
 """Tiled inference (tiling.py): the same picture as one whole pass, without seams."""
 
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.conftest import REPO, write_photo
+from tests.conftest import write_photo
+from tests.test_stylize import run_stylize
 from transformer_net.checkpoint import save_model_file
+from transformer_net.errors import ConfigError, ImageError
 from transformer_net.image import load_image
-from transformer_net.inference import Stylizer
+from transformer_net.inference import TorchStylizer
 from transformer_net.model import TransformerNet
-from transformer_net.tiling import plan_tile_size, receptive_margin, stylize_tiled
+from transformer_net.tiling import (
+    pad_like_model,
+    plan_tile_size,
+    receptive_margin,
+    round_up,
+    stylize_tiled,
+)
 
 
 def random_net(num_styles: int = 1, num_residual: int = 1) -> TransformerNet:
@@ -81,8 +87,11 @@ def test_margin_and_tile_size_plan():
     tile = plan_tile_size(9000, 12000, dtype=torch.float32, budget=4 << 30, margin=64)
     assert tile % 4 == 0 and 64 <= tile <= 2048
     assert (tile + 128) ** 2 * 200 * 4 <= 4 << 30
-    with pytest.raises(ValueError, match="multiple of 4"):
+    with pytest.raises(ConfigError, match="multiple of 4"):
         stylize_tiled(random_net(), photo(40, 40), tile=30)
+    with pytest.raises(ImageError, match="image of 1x1 pixels is too small to tile"):
+        pad_like_model(torch.zeros(3, 1, 1, dtype=torch.uint8))
+    assert [round_up(x, 4) for x in (0, 1, 4, 5, 57)] == [0, 4, 4, 8, 60]
 
 
 @pytest.fixture
@@ -91,12 +100,10 @@ def model_file(tmp_path):
 
 
 def test_stylizer_falls_back_to_tiles_when_memory_runs_out(model_file, monkeypatch):
-    stylizer = Stylizer(model_path=model_file, device="cpu", precision="fp32")
+    stylizer = TorchStylizer(model_path=model_file, device="cpu", precision="fp32")
     image = photo(80, 64)
     expected = stylizer(image)
     calls = []
-
-    net = stylizer.model
 
     def out_of_memory(x, style=None):  # the one-pass path; tiles call the model itself
         calls.append(tuple(x.shape))
@@ -106,61 +113,68 @@ def test_stylizer_falls_back_to_tiles_when_memory_runs_out(model_file, monkeypat
     result = stylizer(image)
     assert calls == [(1, 3, 64, 80)]  # the whole image was tried once, then tiles
     assert (result.int() - expected.int()).abs().max() <= 1
-    assert net is stylizer.model
 
 
-def test_stylize_cli_tile_size_gives_the_same_image(tmp_path, model_file):
+def test_stylize_cli_tile_size_gives_the_same_image(tmp_path, model_file, capsys):
     src = write_photo(tmp_path / "in.png", size=(90, 70))
+    common = ["--model", model_file, "--input", src, "--precision", "fp32"]
     outs = []
     for name, extra in [("whole.png", []), ("tiled.png", ["--tile-size", "32"])]:
-        out = tmp_path / name
-        proc = subprocess.run(
-            [sys.executable, "stylize.py", "--model", str(model_file), "--input", str(src),
-             "--output", str(out), "--precision", "fp32", *extra],
-            cwd=REPO, capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
-        assert proc.returncode == 0, proc.stderr
-        outs.append(load_image(out))
+        proc = run_stylize(capsys, *common, "--output", tmp_path / name, *extra, check_rc=0)
+        outs.append(load_image(tmp_path / name))
     assert (outs[0].int() - outs[1].int()).abs().max() <= 1
-    assert "tiles" in proc.stderr
+    assert "tiles: 100%" in proc.stderr and "72/72" in proc.stderr  # 3 x 3 tiles, 8 passes
+    quiet = [*common, "--output", tmp_path / "q.png", "--tile-size", "32", "--quiet"]
+    proc = run_stylize(capsys, *quiet, check_rc=0)
+    assert proc.stderr == "" and load_image(tmp_path / "q.png").equal(outs[1])
 
-    bad = subprocess.run(
-        [sys.executable, "stylize.py", "--model", str(model_file), "--input", str(src),
-         "--output", str(tmp_path / "x.png"), "--tile-size", "30"],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert bad.returncode == 2 and bad.stderr.strip().startswith("error: tile size")
+    proc = run_stylize(capsys, *common, "--output", tmp_path / "x.png", "--tile-size", "30")
+    assert proc.returncode == 2
+    assert proc.stderr.startswith(
+        "error: argument --tile-size: tile size must be a multiple of 4 and >= 8, got 30"
+    )
+    assert not (tmp_path / "x.png").exists()
 
 
 def test_stylizer_tiles_when_the_estimate_exceeds_free_memory(model_file, monkeypatch):
-    stylizer = Stylizer(model_path=model_file, device="cpu", precision="fp32")
+    seen = []
+    stylizer = TorchStylizer(
+        model_path=model_file,
+        device="cpu",
+        precision="fp32",
+        progress=lambda done, total: seen.append((done, total)),
+    )
     image = photo(300, 200)
     expected = stylizer(image)
+    assert seen == []  # it fits: one pass
     # 300 x 200 needs ~48 MB in fp32 by the estimate: pretend only 8 MB are free.
     monkeypatch.setattr("transformer_net.inference.memory_budget", lambda device: 8 << 20)
-    seen = []
-    stylizer.progress = lambda done, total: seen.append((done, total))
     result = stylizer(image)
     assert seen and seen[-1][0] == seen[-1][1] > 1
     assert (result.int() - expected.int()).abs().max() <= 1
 
 
-def test_frame_batches_that_run_out_of_memory_are_split(model_file):
-    stylizer = Stylizer(model_path=model_file, device="cpu", precision="fp32")
-    one_pass = stylizer.batch
+def test_frame_batches_that_run_out_of_memory_are_split(model_file, monkeypatch):
+    stylizer = TorchStylizer(model_path=model_file, device="cpu", precision="fp32")
+    frames = torch.randint(0, 256, (5, 3, 24, 32), dtype=torch.uint8)
+    expected = torch.cat([stylizer.batch(f[None]) for f in frames])
+    network = stylizer.model
     sizes = []
 
-    def small_memory(frames):  # more than 2 frames do not fit
-        sizes.append(frames.shape[0])
-        if frames.shape[0] > 2:
+    def small_memory(x, style=None):  # more than 2 frames do not fit
+        sizes.append(x.shape[0])
+        if x.shape[0] > 2:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return one_pass(frames)
+        return network(x, style)
 
-    stylizer.batch = small_memory
-    frames = torch.randint(0, 256, (5, 3, 24, 32), dtype=torch.uint8)
-    out = stylizer.frames(frames)
+    monkeypatch.setattr(stylizer, "_forward", small_memory)
+    out = stylizer.batch(frames)
     assert sizes == [5, 2, 3, 1, 2]  # 5 -> 2 + 3 -> 2 + (1 + 2)
-    assert torch.equal(out, torch.cat([one_pass(f[None]) for f in frames]))
-    stylizer.batch = lambda frames: (_ for _ in ()).throw(RuntimeError("shape mismatch"))
+    assert torch.equal(out, expected)
+
+    def shape_mismatch(x, style=None):
+        raise RuntimeError("shape mismatch")
+
+    monkeypatch.setattr(stylizer, "_forward", shape_mismatch)
     with pytest.raises(RuntimeError, match="shape mismatch"):  # other errors propagate
-        stylizer.frames(frames)
+        stylizer.batch(frames)

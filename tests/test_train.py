@@ -13,6 +13,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+import train as train_module
 from tests.conftest import CAFFE_VGG, REPO, SHARED, require
 from train import train
 
@@ -24,7 +25,19 @@ def make_cfg(overrides: list[str]):
         return compose(config_name="train", overrides=overrides)
 
 
-def tiny_overrides(tmp_path: Path, photo_dir: Path, style_file: Path, steps: int = 6) -> list[str]:
+# A 2-conv VGG loss and a small network: what most tests need, at a fraction of the
+# compute of the default loss (10 convolutions up to relu4_3) and network.
+SHALLOW_LOSS = [
+    "~loss.style_layers", "+loss.style_layers={relu1_2:1.0}",
+    "~loss.content_layers", "+loss.content_layers={relu1_2:1.0}",
+]  # fmt: skip
+SMALL_NET = ["model.channels=[8,16,16]", "model.num_residual=1"]
+
+
+def tiny_overrides(
+    tmp_path: Path, photo_dir: Path, style_file: Path, steps: int = 6, *, full: bool = False
+) -> list[str]:
+    """A run of ``steps`` steps on 32 px crops; ``full``: the default network and loss layers."""
     return [
         f"data.root={photo_dir}",
         "data.image_size=32",
@@ -43,7 +56,26 @@ def tiny_overrides(tmp_path: Path, photo_dir: Path, style_file: Path, steps: int
         "trainer.enable_progress_bar=false",
         "callbacks.model_checkpoint.every_n_train_steps=3",
         f"output_dir={tmp_path / 'run'}",
+        *([] if full else [*SHALLOW_LOSS, *SMALL_NET]),
     ]
+
+
+def train_cli(args: list, capsys) -> tuple[int, str, str]:
+    """``python train.py ARGS`` in this process: (exit code, stdout, stderr)."""
+    import train as entry
+
+    capsys.readouterr()  # what came before is not this command's
+    argv = sys.argv
+    sys.argv = ["train.py", *map(str, args)]
+    try:
+        entry.main()
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    finally:
+        sys.argv = argv
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
 def scalars(output_dir: Path) -> tuple[dict, list]:
@@ -62,7 +94,7 @@ def scalars(output_dir: Path) -> tuple[dict, list]:
 def test_train_writes_checkpoint_model_file_tensorboard_and_stylize_runs(
     tmp_path, photo_dir, style_file
 ):
-    result = train(make_cfg(tiny_overrides(tmp_path, photo_dir, style_file)))
+    result = train(make_cfg(tiny_overrides(tmp_path, photo_dir, style_file, full=True)))
     out = tmp_path / "run"
     assert result["model_file"] == out / "custom.pth" and result["model_file"].is_file()
     assert (out / "checkpoints" / "last.ckpt").is_file() and (out / "preview.jpg").is_file()
@@ -80,13 +112,12 @@ def test_train_writes_checkpoint_model_file_tensorboard_and_stylize_runs(
         assert tag in values, tag
     assert "samples/content|stylized" in images and "style" in images
 
+    from transformer_net.stylize_cli import main as stylize
+
     for model in (result["model_file"], out / "checkpoints" / "last.ckpt"):
         dst = tmp_path / f"styl_{model.suffix[1:]}"
-        proc = subprocess.run(
-            [sys.executable, "stylize.py", "--model", model, "--input", photo_dir, "--output", dst],
-            cwd=REPO, capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
-        assert proc.returncode == 0, proc.stderr
+        argv = ["--model", model, "--input", photo_dir, "--output", dst, "--precision", "fp32"]
+        assert stylize([str(a) for a in argv]) == 0
         assert len(list(dst.rglob("*.jpg"))) == 12
 
 
@@ -115,7 +146,7 @@ def test_total_loss_falls(tmp_path, photo_dir, style_file):
 def test_training_with_the_real_caffe_vgg(tmp_path, style_file):
     vgg = require(CAFFE_VGG)
     photos = require(SHARED / "data" / "coco128")
-    overrides = tiny_overrides(tmp_path, photos, style_file, steps=40) + [
+    overrides = tiny_overrides(tmp_path, photos, style_file, steps=40, full=True) + [
         "loss=caffe",
         f"loss.vgg_weights={vgg}",
         "optim.lr=1e-2",
@@ -163,17 +194,33 @@ def test_resume_continues_at_the_same_step(tmp_path, photo_dir, style_file):
         ("module.compile=fast", "module.compile must be true, false or auto, got 'fast'"),
     ],
 )
-def test_cli_reports_bad_input_in_one_line(tmp_path, photo_dir, style_file, override, message):
+def test_cli_reports_bad_input_in_one_line(
+    tmp_path, photo_dir, style_file, override, message, capsys
+):
     args = [*tiny_overrides(tmp_path, photo_dir, style_file), override]
-    proc = subprocess.run(
-        [sys.executable, "train.py", *args], cwd=REPO, capture_output=True, text=True, timeout=120
-    )
-    assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines()[-1].startswith("error: ")
-    assert message in proc.stderr
-    assert "Traceback" not in proc.stderr
+    code, _, err = train_cli(args, capsys)
+    assert code == 2
+    assert err.strip().splitlines()[-1].startswith("error: ")
+    assert message in err
+    assert "Traceback" not in err
     # Hydra made the run folder (.hydra/, train.log) before train() ran: it is gone again.
     assert not (tmp_path / "run").exists()
+
+
+def test_a_bug_keeps_its_traceback(tmp_path, photo_dir, style_file, monkeypatch, capsys):
+    """Only the project's own errors become one line: a plain RuntimeError is a bug."""
+    from transformer_net import preflight
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug in the package")
+
+    monkeypatch.setattr(train_module, "prepare_inputs", broken)
+    with pytest.raises(RuntimeError, match="a bug in the package"):
+        train(make_cfg(tiny_overrides(tmp_path, photo_dir, style_file)))
+    code, _, err = train_cli(tiny_overrides(tmp_path, photo_dir, style_file), capsys)
+    assert code == 1 and "Traceback" in err and "RuntimeError: a bug in the package" in err
+    assert not err.strip().splitlines()[-1].startswith("error: ")
+    assert preflight.prepare_inputs is not broken
 
 
 def test_quickstart_fetches_what_it_needs_then_trains(tmp_path, monkeypatch, style_file):
@@ -282,25 +329,33 @@ def test_two_process_ddp_on_cpu_ranks_agree(tmp_path, photo_dir, style_file):
     assert ckpt["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(2e-3)
 
 
-@pytest.mark.parametrize("rule,expected", [("none", 1e-3), ("linear", 4e-3), ("sqrt", 2e-3)])
-def test_learning_rate_scaling_rules(style_file, rule, expected):
-    from types import SimpleNamespace
-
+def tiny_module(style_file: Path, **kwargs):
+    from transformer_net.image import load_image
     from transformer_net.module import StyleTransferModule
 
-    module = StyleTransferModule(
+    return StyleTransferModule(
         model={"channels": [4, 4, 4], "num_residual": 1},
-        loss={
-            "vgg_weights": "random",
-            "style_layers": {"relu1_2": 1.0},
-            "content_layers": {"relu1_2": 1.0},
-        },
-        style_image=str(style_file),
-        optim={"lr": 1e-3, "lr_scaling": rule, "reference_batch": 4},
-    )
-    # 8 images per device x 2 devices = 16 = 4 x the reference batch.
-    module._trainer = SimpleNamespace(world_size=2, datamodule=SimpleNamespace(batch_size=8))
+        loss={"vgg_weights": "random", "style_layers": {"relu1_2": 1.0},
+              "content_layers": {"relu1_2": 1.0}},
+        style_images=[load_image(style_file, max_side=32)],
+        style_names=["custom"],
+        optimizer={"_target_": "torch.optim.Adam", "lr": 1e-3},
+        **kwargs,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("rule,expected", [("none", 1e-3), ("linear", 4e-3), ("sqrt", 2e-3)])
+def test_learning_rate_scaling_rules(style_file, rule, expected):
+    import pytorch_lightning as pl
+
+    scaling = {"rule": rule, "reference_batch": 4, "batch_size": 8}
+    module = tiny_module(style_file, lr_scaling=scaling)
+    # 8 images per device x 2 devices = 16 = 4 x the reference batch (DDP is not started).
+    module.trainer = pl.Trainer(accelerator="cpu", devices=2, strategy="ddp", logger=False)
+    assert module.trainer.world_size == 2
     assert module.effective_lr() == pytest.approx(expected)
+    optimizer = module.configure_optimizers()["optimizer"]
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(expected)
 
 
 @pytest.mark.slow  # compiling the training step takes about a minute on 2 CPU cores
@@ -316,33 +371,38 @@ def test_compiled_channels_last_training_matches_eager(tmp_path, photo_dir, styl
     assert runs["compiled"] == pytest.approx(runs["eager"], rel=1e-3)
 
 
-@pytest.mark.parametrize("device,expected", [("cpu", False), ("cuda", True)])
-def test_auto_speed_switches_follow_the_training_device(style_file, device, expected):
-    from types import SimpleNamespace
+@pytest.mark.parametrize(
+    "device",
+    ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+        not torch.cuda.is_available(), reason="needs a CUDA GPU"))],
+)  # fmt: skip
+def test_auto_speed_switches_follow_the_training_device(style_file, photo_dir, device):
+    import pytorch_lightning as pl
 
-    from transformer_net.module import StyleTransferModule
+    from transformer_net.data import ImageFolderDataModule
 
-    module = StyleTransferModule(
-        model={"channels": [4, 4, 4], "num_residual": 1},
-        loss={"vgg_weights": "random"},
-        style_image=str(style_file),
-        channels_last="auto",
-        compile="auto",
-    )
-    # setup() runs before Lightning moves the module: the strategy knows the device.
-    module._trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device(device)))
-    module.setup("fit")
-    assert module.channels_last is expected and module.compile is expected
-    assert (module._compute_fn != module._compute) is expected  # compiled on CUDA only
+    module = tiny_module(style_file, channels_last="auto", compile="auto")
+    data = ImageFolderDataModule(root=photo_dir, image_size=32, batch_size=2, num_workers=0,
+                                 val_count=2)  # fmt: skip
+    trainer = pl.Trainer(accelerator=device, devices=1, max_steps=1, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False,
+                         num_sanity_val_steps=0, limit_val_batches=0)  # fmt: skip
+    trainer.fit(module, datamodule=data)  # setup() decides before Lightning moves the module
+    on_cuda = device == "cuda"
+    assert module.channels_last is on_cuda and module.compile is on_cuda
     weight = module.transformer.conv1.conv2d.weight
-    assert weight.is_contiguous(memory_format=torch.channels_last) is expected
+    assert weight.is_contiguous(memory_format=torch.channels_last) is on_cuda
 
 
 @pytest.mark.parametrize("sig,expected_rc", [(signal.SIGTERM, 143), (signal.SIGINT, 1)])
 def test_interrupted_training_saves_last_checkpoint_and_resumes(
-    tmp_path, photo_dir, style_file, sig, expected_rc
+    tmp_path, photo_dir, style_file, sig, expected_rc, capsys
 ):
-    """Preemption (SIGTERM) or Ctrl-C mid-run: last.ckpt is written at the step reached."""
+    """Preemption (SIGTERM) or Ctrl-C mid-run: last.ckpt is written at the step reached.
+
+    The signal comes from inside the run (after step 3), to this very process:
+    Lightning's handlers see it as they would a scheduler's or a keyboard's.
+    """
     args = [
         *tiny_overrides(tmp_path, photo_dir, style_file, steps=100_000),
         "model.channels=[4,8,8]",
@@ -350,22 +410,17 @@ def test_interrupted_training_saves_last_checkpoint_and_resumes(
         "trainer.val_check_interval=100000",
         "callbacks.model_checkpoint.every_n_train_steps=100000",  # no periodic saves
     ]
-    marker = tmp_path / "training"
-    proc = subprocess.Popen(
-        [sys.executable, "train.py", *args, "+callbacks.mark._target_=tests.faults.MarkStep",
-         "+callbacks.mark.step=3", f"+callbacks.mark.path={marker}"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    deadline = time.monotonic() + 300
-    while not marker.exists() and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-    assert marker.exists(), "training did not reach step 3"
-    proc.send_signal(sig)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == expected_rc, err[-2000:]
+    faults = ["+callbacks.signal._target_=tests.faults.SignalAtStep", "+callbacks.signal.step=3",
+              f"+callbacks.signal.signum={int(sig)}"]  # fmt: skip
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        code, _, err = train_cli([*args, *faults], capsys)
+    finally:
+        signal.signal(signal.SIGINT, handler)  # Lightning ignores Ctrl-C after the first
+    assert code == expected_rc, err[-2000:]
     last = tmp_path / "run" / "checkpoints" / "last.ckpt"
     step = torch.load(last, weights_only=True)["global_step"]
-    assert 0 < step < 100_000
+    assert 3 <= step < 100_000
     assert "Traceback" not in err
 
     train(make_cfg([*args, f"trainer.max_steps={step + 2}", "ckpt_path=last"]))
@@ -422,15 +477,12 @@ def test_nan_loss_skip_policy_skips_batches(tmp_path, photo_dir, style_file, mon
     )
 
 
-def test_cli_reports_an_unreadable_style_image(tmp_path, photo_dir):
+def test_cli_reports_an_unreadable_style_image(tmp_path, photo_dir, capsys):
     bad = tmp_path / "painting.jpg"
     bad.write_text("not a painting")
-    args = [*tiny_overrides(tmp_path, photo_dir, bad)]
-    proc = subprocess.run(
-        [sys.executable, "train.py", *args], cwd=REPO, capture_output=True, text=True, timeout=120
-    )
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    assert proc.stderr.strip().splitlines()[-1] == f"error: {bad}: not an image PIL can read"
+    code, _, err = train_cli(tiny_overrides(tmp_path, photo_dir, bad), capsys)
+    assert code == 2, err[-2000:]
+    assert err.strip().splitlines()[-1] == f"error: {bad}: not an image PIL can read"
 
 
 def test_training_from_a_prepared_dataset(tmp_path, photo_dir, style_file):
@@ -489,7 +541,7 @@ def test_sigkill_then_resume_gives_the_weights_of_an_uninterrupted_run(
 
 
 def test_slurm_requeue_signal_saves_requeues_and_the_requeued_job_resumes(
-    tmp_path, photo_dir, style_file
+    tmp_path, photo_dir, style_file, monkeypatch, capsys
 ):
     """Under SLURM (``#SBATCH --signal=SIGUSR1@90 --requeue``) Lightning saves
     hpc_ckpt_1.ckpt on SIGUSR1 and runs ``scontrol requeue``; the requeued job
@@ -533,11 +585,11 @@ def test_slurm_requeue_signal_saves_requeues_and_the_requeued_job_resumes(
     step = torch.load(hpc, weights_only=True)["global_step"]
     assert step >= 2
 
-    requeued = subprocess.run(
-        [sys.executable, "train.py", *args, f"trainer.max_steps={step + 2}"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert requeued.returncode == 0, requeued.stderr[-2000:]
+    # The requeued job: the same command, under the same SLURM variables (in-process).
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    code, _, err = train_cli([*args, f"trainer.max_steps={step + 2}"], capsys)
+    assert code == 0, err[-2000:]
     last = tmp_path / "run" / "checkpoints" / "last.ckpt"
     assert torch.load(last, weights_only=True)["global_step"] == step + 2
     assert [p.name for p in (tmp_path / "run" / "tb").iterdir()] == ["version_0"]
@@ -552,8 +604,6 @@ def test_style_warmup_ramps_the_style_term_in(tmp_path, photo_dir, style_file):
     total, content = dict(values["loss/total"]), dict(values["loss/content"])
     assert style[0] == 0 and total[0] == pytest.approx(content[0])  # content only at first
     assert 0 < style[2] and style[5] > 0
-    layers = sum(
-        dict(values[f"style_layers/{n}"])[2] for n in ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
-    )
+    layers = sum(dict(v)[2] for tag, v in values.items() if tag.startswith("style_layers/"))
     assert style[2] == pytest.approx(0.5 * layers, rel=1e-4)  # half way: half the weight
     assert "val/loss" in values  # validation keeps the full weights (not checked here)

@@ -1,21 +1,42 @@
-"""Lightning callbacks: saving on interruption, and a model summary without noise.
+"""Lightning callbacks: the side jobs of a training run (``configs/callbacks/default.yaml``).
 
-Clusters preempt jobs with SIGTERM (SLURM, Kubernetes) and people press Ctrl-C:
-either way the state at the last finished step is saved as ``last.ckpt`` so that
-``ckpt_path=last`` continues from there instead of from the last periodic
-checkpoint. The progress bar is in ``progress.py``.
+- ``FinalCheckpoint`` and ``CheckpointOnInterrupt``: ``last.ckpt`` at the end of
+  training, and when it stops on SIGTERM or Ctrl-C. Clusters preempt jobs with
+  SIGTERM (SLURM, Kubernetes) and people press Ctrl-C: either way the state at
+  the last finished step is saved so that ``ckpt_path=last`` continues from there
+  instead of from the last periodic checkpoint.
+- ``ExportModelFile`` and ``WritePreview``: the model file for ``stylize.py`` and
+  a content|stylized JPEG, written by rank 0 when training ends (so DDP,
+  interrupted and resumed runs all go through one path).
+- ``SamplePanels``: TensorBoard image panels (the paintings, and validation
+  photos content|stylized at every validation).
+- ``ImagesPerSecond``: training throughput of all devices together.
+- ``NextSteps``: what the run wrote and the commands that use it, at the end.
+- ``ModelSummary``: Lightning's table without its always-zero FLOPs.
+
+The progress bar is in ``progress.py``.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-from pytorch_lightning.utilities import rank_zero_info
+import torch
+from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_only
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from pytorch_lightning.utilities.model_summary import get_human_readable_count
+from torchvision.utils import make_grid
+
+from .checkpoint import save_model_file
+from .console import next_steps
+from .errors import NonFiniteLossError
+from .image import save_image, to_uint8
+from .module import StyleTransferModule, logs_this_step, validation_is_complete
 
 # Lightning's own summary logs here: the table goes where Lightning's messages go.
 _summary_log = logging.getLogger("pytorch_lightning.callbacks.model_summary")
@@ -44,6 +65,212 @@ class CheckpointOnInterrupt(pl.Callback):
             f"interrupted at step {trainer.global_step}: saved {self.path} "
             "(resume with ckpt_path=last)"
         )
+
+
+class FinalCheckpoint(pl.Callback):
+    """Save ``<dirpath>/<filename>`` with the optimizer state when training ends.
+
+    ModelCheckpoint saves every N steps only; this is the final state, so that
+    ``ckpt_path=last`` with a larger ``trainer.max_steps`` extends the run. Every
+    rank takes part (Lightning writes on rank 0).
+    """
+
+    def __init__(self, *, dirpath: str, filename: str = "last.ckpt"):
+        self.path = Path(dirpath) / filename
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        trainer.save_checkpoint(self.path, weights_only=False)
+
+
+class ExportModelFile(pl.Callback):
+    """Write the trained network as a model file (``stylize.py --model``) when training ends.
+
+    Its metadata names the run (``name``), the styles by index and their image
+    files, the training step, crop size and loss settings (``evaluate.py``
+    rebuilds the loss from them). Weights with NaN/inf are refused: no model file
+    is better than one that paints black. ``path`` is set once written.
+    """
+
+    def __init__(self, *, path: str, name: str):
+        self.target = Path(path)
+        self.name = name
+        self.path: Path | None = None
+
+    @rank_zero_only
+    def on_train_end(self, trainer: pl.Trainer, pl_module: StyleTransferModule) -> None:
+        if not all(torch.isfinite(p).all() for p in pl_module.transformer.parameters()):
+            raise NonFiniteLossError("the trained weights contain NaN/inf: no model file written")
+        hparams = pl_module.hparams
+        sources = [str(source) for source in hparams.get("style_sources") or ()]
+        multi = pl_module.num_styles > 1
+        meta = {
+            "style": self.name,
+            "styles": list(pl_module.style_names),  # by index: stylize.py --style-index
+            **({"style_images": sources} if multi else {"style_image": sources[0]}),
+            "global_step": int(trainer.global_step),
+            "image_size": int(getattr(trainer.datamodule, "image_size", 0)) or None,
+            "loss": dict(hparams["loss"]),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
+        self.path = save_model_file(pl_module.transformer, self.target, meta=meta)
+
+
+class WritePreview(pl.Callback):
+    """Stylize ``count`` validation photos into one content|stylized JPEG when training ends.
+
+    A multi-style network gets one column per style: content|style 0|style 1|...
+    ``path`` is set once written.
+    """
+
+    def __init__(self, *, path: str, count: int = 4):
+        self.target = Path(path)
+        self.count = count
+        self.path: Path | None = None
+
+    @rank_zero_only
+    @torch.no_grad()
+    def on_train_end(self, trainer: pl.Trainer, pl_module: StyleTransferModule) -> None:
+        photos = trainer.datamodule.preview_images(self.count)  # (n, 3, S, S) uint8
+        transformer = pl_module.transformer
+        was_training = transformer.training
+        transformer.eval()
+        x = photos.to(pl_module.device).float()
+        styles = [None] if pl_module.num_styles == 1 else range(pl_module.num_styles)
+        outputs = [transformer(x, k).float().cpu() for k in styles]  # (n, 3, S, S) each
+        transformer.train(was_training)
+        save_image(panel_grid(torch.cat([photos.float(), *outputs], dim=3)), self.target)
+        self.path = self.target
+
+
+def panel_grid(rows: torch.Tensor) -> torch.Tensor:
+    """(n, 3, S, kS) rows (content|stylized...) 0-255 -> one (3, H, W) uint8 image, white gaps."""
+    return to_uint8(make_grid(rows.clamp(0, 255), nrow=1, padding=4, pad_value=255.0))
+
+
+class SamplePanels(pl.Callback):
+    """TensorBoard images: the paintings (``style``) at the start, then at every
+    validation the first ``num_samples`` validation photos content|stylized
+    (``samples/content|stylized``; per style for a multi-style network).
+
+    Values and panels are written at the same steps, step 0 included (the
+    sanity check shows the untrained network when it saw every photo).
+    """
+
+    def __init__(self, *, num_samples: int = 4):
+        self.num_samples = int(num_samples)
+        self._rows: list[list[torch.Tensor]] = []  # per style: (b, 3, S, 2S) on the CPU
+
+    @rank_zero_only
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: StyleTransferModule) -> None:
+        for writer in _image_writers(trainer):
+            for name, image in zip(pl_module.style_names, pl_module.style_images, strict=True):
+                tag = "style" if pl_module.num_styles == 1 else f"style/{name}"
+                writer.add_image(tag, image, trainer.global_step)
+
+    def on_validation_epoch_start(
+        self, trainer: pl.Trainer, pl_module: StyleTransferModule
+    ) -> None:
+        self._rows = [[] for _ in range(pl_module.num_styles)]
+
+    def on_validation_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: StyleTransferModule,
+        outputs: dict[str, Any],
+        batch: tuple[torch.Tensor, torch.Tensor],
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        if not trainer.is_global_zero:
+            return
+        for rows, stylized in zip(self._rows, outputs["stylized"], strict=True):
+            room = self.num_samples - sum(r.shape[0] for r in rows)
+            if room > 0:  # (b, 3, S, 2S): the photo and its stylized version side by side
+                pair = torch.cat([batch[0][:room].float(), stylized[:room].float()], dim=3)
+                rows.append(pair.detach().cpu())
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: StyleTransferModule) -> None:
+        if not trainer.is_global_zero or not validation_is_complete(trainer):
+            return
+        for k, rows in enumerate(self._rows):
+            if not rows:
+                continue
+            what = "stylized" if pl_module.num_styles == 1 else pl_module.style_names[k]
+            grid = panel_grid(torch.cat(rows))
+            for writer in _image_writers(trainer):
+                writer.add_image(f"samples/content|{what}", grid, trainer.global_step)
+
+
+def _image_writers(trainer: pl.Trainer) -> list:
+    """The loggers' writers that take images (TensorBoard's SummaryWriter)."""
+    writers = [getattr(logger, "experiment", None) for logger in trainer.loggers]
+    return [w for w in writers if hasattr(w, "add_image")]
+
+
+class ImagesPerSecond(pl.Callback):
+    """``perf/images_per_sec``: training images of all devices per wall-clock second.
+
+    Measured between the steps Lightning logs (and from the end of validation),
+    so it includes data loading, the optimizer and logging, without a device
+    synchronization of its own. Lightning's ThroughputMonitor synchronizes CUDA
+    every step (stalling the GPU's queue) and counts one device's samples.
+    """
+
+    def __init__(self) -> None:
+        self._since: float | None = None  # start of the window
+        self._images = 0
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+        batch_idx: int,
+    ) -> None:  # fmt: skip
+        now = time.perf_counter()
+        if self._since is None:  # the first step, or the first after validation
+            self._since, self._images = now, 0
+            return
+        self._images += batch[0].shape[0] * trainer.world_size
+        # after the step: global_step has advanced, so ask about the step just done
+        if logs_this_step(trainer, trainer.global_step - 1):
+            rate = self._images / max(now - self._since, 1e-9)
+            pl_module.log("perf/images_per_sec", rate, batch_size=1)
+            self._since, self._images = now, 0
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._since = None  # validation time is not training throughput
+
+
+class NextSteps(pl.Callback):
+    """Print (stdout, rank 0) what the run wrote and the commands that use it, when it ends.
+
+    Put it after ``ExportModelFile`` and ``WritePreview``: it names their files.
+    """
+
+    def __init__(self) -> None:
+        self._started = time.monotonic()
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._started = time.monotonic()
+
+    @rank_zero_only
+    def on_train_end(self, trainer: pl.Trainer, pl_module: StyleTransferModule) -> None:
+        model_file = written(trainer, ExportModelFile)
+        if model_file is None:
+            return
+        tensorboard = [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
+        summary = next_steps(
+            steps=int(trainer.global_step),
+            seconds=time.monotonic() - self._started,
+            model_file=model_file,
+            preview=written(trainer, WritePreview),
+            log_dir=Path(tensorboard[0].root_dir) if tensorboard else None,
+            styles=pl_module.style_names if pl_module.num_styles > 1 else (),
+        )
+        print(summary, flush=True)  # after the progress bar, which closed before
+
+
+def written(trainer: pl.Trainer, kind: type) -> Path | None:
+    """The file the callback of that kind wrote (None: none configured, or not written)."""
+    return next((c.path for c in trainer.callbacks if isinstance(c, kind)), None)
 
 
 class ModelSummary(pl.callbacks.ModelSummary):

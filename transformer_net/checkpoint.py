@@ -135,14 +135,20 @@ def _read_lightning(path: Path, obj: Mapping) -> tuple[dict, dict, dict]:
     if file_args is not None and not isinstance(file_args, Mapping):
         raise _not_ours(path, f"'hyper_parameters.model' is {_a(file_args)}, expected a dict")
     meta = {"source": "lightning checkpoint", "global_step": obj.get("global_step")}
-    if isinstance(hparams.get("style_name"), (list, tuple)):  # a multi-style run
-        meta["styles"] = list(hparams["style_name"])
-    elif hparams.get("style_name"):
-        meta["style"] = hparams["style_name"]
+    # style_names / style_sources (lists); checkpoints before 2026-12 hold
+    # style_name / style_image (a string, or a list for a multi-style run).
+    names = hparams.get("style_names", hparams.get("style_name"))
+    sources = hparams.get("style_sources", hparams.get("style_image"))
+    if isinstance(names, (list, tuple)) and len(names) > 1:  # a multi-style run
+        meta["styles"] = [str(name) for name in names]
+    elif names:
+        meta["style"] = str(names[0] if isinstance(names, (list, tuple)) else names)
     # What train.py writes into model files, so that a model exported from
     # any checkpoint can be evaluated with the loss it was trained with.
-    if isinstance(hparams.get("style_image"), str):
-        meta["style_image"] = hparams["style_image"]
+    if isinstance(sources, (list, tuple)) and len(sources) == 1:
+        sources = sources[0]
+    if isinstance(sources, str):
+        meta["style_image"] = sources
     if isinstance(hparams.get("loss"), Mapping):
         meta["loss"] = dict(hparams["loss"])
     return _model_args(path, sd, file_args), sd, meta

@@ -19,6 +19,9 @@ from __future__ import annotations
 
 import torch
 
+from .errors import ConfigError
+from .image import to_uint8
+
 # RGB -> YIQ (NTSC 1953; Y is the Rec. 601 luma), rows Y, I, Q.
 RGB_TO_YIQ = torch.tensor(
     [
@@ -66,7 +69,7 @@ def match_luminance(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 def gray_image(y: torch.Tensor) -> torch.Tensor:
     """(H, W) luminance -> (3, H, W) uint8 gray RGB image (R = G = B = Y)."""
-    return y.clamp(0, 255).round().to(torch.uint8).expand(3, *y.shape).contiguous()
+    return to_uint8(y).expand(3, *y.shape).contiguous()
 
 
 def transfer_luminance(content: torch.Tensor, stylized: torch.Tensor) -> torch.Tensor:
@@ -76,8 +79,9 @@ def transfer_luminance(content: torch.Tensor, stylized: torch.Tensor) -> torch.T
     0-255 (clamp when converting to pixels).
     """
     if content.shape != stylized.shape:
-        raise ValueError(f"content {tuple(content.shape)} and stylized "
-                         f"{tuple(stylized.shape)} differ in size")  # fmt: skip
+        raise ValueError(
+            f"content {tuple(content.shape)} and stylized {tuple(stylized.shape)} differ in size"
+        )
     yiq = rgb_to_yiq(content)  # (3, H, W)
     yiq[0] = rgb_to_yiq(stylized)[0]
     return yiq_to_rgb(yiq)
@@ -90,9 +94,9 @@ def blend(content: torch.Tensor, stylized: torch.Tensor, strength: float) -> tor
 
 
 def check_strength(strength: float) -> float:
-    """``strength`` itself if it is in [0, 1], else ValueError (NaN included)."""
+    """``strength`` itself if it is in [0, 1], else :class:`ConfigError` (NaN included)."""
     if not 0.0 <= strength <= 1.0:
-        raise ValueError(f"strength must be in [0, 1], got {strength}")
+        raise ConfigError(f"strength must be in [0, 1], got {strength}")
     return strength
 
 
@@ -115,4 +119,4 @@ def postprocess(
     out = transfer_luminance(content, stylized) if preserve_color else stylized.float()
     if strength != 1.0:
         out = torch.lerp(content.float(), out, float(strength))
-    return out.clamp_(0, 255).round_().to(torch.uint8)
+    return to_uint8(out)

@@ -23,8 +23,10 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from . import download
 from .errors import DataError
 from .image import is_image_file, list_images, load_short_side, pil_to_tensor
+from .prepared import PreparedDataset, is_prepared
 from .sampler import ResumableDataLoader, ResumableSampler, crop_rng, randrange
 
 log = logging.getLogger(__name__)
@@ -139,14 +141,10 @@ class ImageFolderDataModule(pl.LightningDataModule):
         """Fetch a small COCO sample into ``root`` when asked to and it has no images."""
         has_data = self.root.is_dir() and holds_photos(self.root)
         if self.download_sample > 0 and not has_data:
-            from .download import fetch_coco_sample
-
-            fetch_coco_sample(self.root, count=self.download_sample)
+            download.fetch_coco_sample(self.root, count=self.download_sample)
 
     def find_files(self) -> None:
         """List and split the images; raises DataError naming the folder if unusable."""
-        from .prepared import PreparedDataset, is_prepared
-
         if is_prepared(self.root):
             # Checks the array (size, truncation) now, before any training starts.
             count = len(PreparedDataset(root=self.root, image_size=self.image_size, train=True))
@@ -184,8 +182,6 @@ class ImageFolderDataModule(pl.LightningDataModule):
 
     def _dataset(self, files: list[Path], indices: list[int], *, train: bool) -> Dataset | None:
         """Photos from ``files``, else images ``indices`` of the prepared root; None if neither."""
-        from .prepared import PreparedDataset
-
         if files:
             return ImageFolderDataset(files=files, image_size=self.image_size, train=train)
         if indices:
@@ -254,8 +250,6 @@ def has_images(folder: str | os.PathLike) -> bool:
 
 def holds_photos(folder: Path) -> bool:
     """Whether ``folder`` holds photos: a prepared folder, or any image file."""
-    from .prepared import is_prepared
-
     return is_prepared(folder) or has_images(folder)
 
 

@@ -1,4 +1,4 @@
-"""Deployment formats: ONNX and TorchScript files of a TransformerNet, and runners for them.
+"""Deployment formats: ONNX and TorchScript files of a TransformerNet (Johnson et al. 2016).
 
 Both files hold the whole network (graph + weights) and run without this
 package's Python code: the ONNX file in onnxruntime (or any ONNX runtime), the
@@ -14,7 +14,8 @@ accepts only sides >= 5, so it is not used.
 
 Input and output, for both formats: ``image`` (B, 3, H, W) float32 RGB 0-255 ->
 ``stylized`` (B, 3, H, W) float32 RGB ~0-255 (clamp and round to save), with
-B, H and W dynamic.
+B, H and W dynamic. ``runners.py`` runs both files behind the ``inference.Stylizer``
+interface (``stylize.py --model wave.onnx``).
 """
 
 from __future__ import annotations
@@ -23,26 +24,19 @@ import copy
 import io
 import json
 import os
-import time
 import warnings
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from .atomic import atomic_write
-from .checkpoint import ModelFileError, check_model_path, refuse_nonfinite
-from .errors import first_line
-from .inference import pick_device
 from .model import TransformerNet
 
 ONNX_OPSET = 17  # InstanceNormalization, Resize and dynamic Pad/Range are all older
 INPUT_NAME = "image"
 OUTPUT_NAME = "stylized"
-ONNX_INSTALL_HINT = 'pip install "transformer-net[onnx]"'
 # The example traced through the network: odd sides exercise the padding path.
 _EXAMPLE_SIZE = (67, 45)
 
@@ -134,143 +128,3 @@ def export_torchscript(
     with atomic_write(path) as f:
         f.write(buf.getvalue())
     return Path(path)
-
-
-def is_torchscript_file(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is a TorchScript archive (``torch.jit.save``), not a ``torch.save`` file.
-
-    Both are zip files; only TorchScript archives hold compiled ``code/``.
-    """
-    try:
-        with zipfile.ZipFile(path) as z:
-            return any(name.split("/")[1:2] == ["code"] for name in z.namelist())
-    except (OSError, zipfile.BadZipFile):
-        return False
-
-
-def _to_uint8(y: torch.Tensor) -> torch.Tensor:
-    """(B, 3, H, W) float -> (B, 3, H, W) uint8 on the CPU, as ``inference.Stylizer`` rounds."""
-    return y.float().clamp_(0, 255).round_().to(torch.uint8).cpu()
-
-
-class OnnxStylizer:
-    """An ``.onnx`` file run by onnxruntime, with the interface of ``inference.Stylizer``.
-
-    fp32 only. ``device``: ``cpu``, or ``cuda``/``auto`` where onnxruntime has
-    the CUDA execution provider (the ``onnxruntime-gpu`` package).
-    """
-
-    def __init__(self, *, model_path: str | os.PathLike, device: str = "auto"):
-        path = Path(model_path)
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise RuntimeError(
-                f"{path}: running .onnx models needs onnxruntime: {ONNX_INSTALL_HINT}"
-            ) from None
-        check_model_path(path)
-        gpu = "CUDAExecutionProvider" in ort.get_available_providers()
-        if device.startswith("cuda") and not gpu:
-            raise ValueError(
-                f"device {device!r} requested but onnxruntime has no CUDA execution provider "
-                "(install onnxruntime-gpu)"
-            )
-        use_gpu = gpu and (device == "auto" or device.startswith("cuda"))
-        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if use_gpu else None
-        options = ort.SessionOptions()
-        options.log_severity_level = 3  # errors only: no warnings on stderr per session
-        try:
-            self.session = ort.InferenceSession(
-                str(path), options, providers=providers or ["CPUExecutionProvider"]
-            )
-        except Exception as e:  # onnxruntime raises its own exception types
-            raise ModelFileError(
-                f"{path}: corrupt or not an ONNX model ({first_line(e)})"
-            ) from None
-        inputs = self.session.get_inputs()
-        if len(inputs) != 1 or len(inputs[0].shape) != 4 or inputs[0].shape[1] not in (3, "3"):
-            shapes = [i.shape for i in inputs]
-            raise ModelFileError(f"{path}: not an image model: expected one (B, 3, H, W) input, "
-                                 f"found {shapes}")  # fmt: skip
-        self.input_name = inputs[0].name
-        # A graph exported with dynamic=False takes batches of exactly that size.
-        batch = inputs[0].shape[0]
-        self.fixed_batch = batch if isinstance(batch, int) else None
-        self.device = torch.device("cuda" if use_gpu else "cpu")
-        self.dtype = torch.float32
-        _check_onnx_weights(path)
-
-    def __call__(self, image: torch.Tensor) -> torch.Tensor:
-        """(3, H, W) uint8 RGB -> (3, H, W) uint8 RGB, same size."""
-        return self.batch(image.unsqueeze(0))[0]
-
-    def batch(self, frames: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) uint8 RGB -> (B, 3, H, W) uint8 RGB: one run for B frames (video)."""
-        if self.fixed_batch == 1 and frames.shape[0] > 1:  # dynamic=False export
-            return torch.cat([self.batch(f[None]) for f in frames])
-        x = frames.float().numpy()  # (B, 3, H, W) float32 0-255
-        try:
-            y = self.session.run(None, {self.input_name: x})[0]
-        except Exception as e:
-            raise ValueError(f"onnxruntime failed: {first_line(e)}") from None
-        return _to_uint8(torch.from_numpy(y))
-
-    def timed(self, image: torch.Tensor) -> tuple[torch.Tensor, float]:
-        """Like calling it; also returns the wall time in seconds."""
-        start = time.perf_counter()
-        out = self(image)
-        return out, time.perf_counter() - start
-
-
-def _check_onnx_weights(path: Path) -> None:
-    """NaN/inf in the graph's initializers (its weights); read when ``onnx`` is installed."""
-    try:
-        import onnx
-        from onnx import numpy_helper
-
-        model = onnx.load(str(path))
-        weights = [(i.name, numpy_helper.to_array(i)) for i in model.graph.initializer]
-    except Exception:  # noqa: BLE001 - no onnx package, or external data: onnxruntime ran it
-        return
-    floating = [(n, a) for n, a in weights if np.issubdtype(a.dtype, np.floating)]
-    refuse_nonfinite(path, [(n, torch.from_numpy(np.array(a))) for n, a in floating])
-
-
-class TorchScriptStylizer:
-    """A TorchScript file (:func:`export_torchscript`) with the interface of ``inference.Stylizer``.
-
-    fp32. Note that a TorchScript file is a program (TorchScript ops, not
-    arbitrary Python): load only files you trust, as with any executable.
-    """
-
-    def __init__(self, *, model_path: str | os.PathLike, device: str = "auto"):
-        path = Path(model_path)
-        check_model_path(path)
-        self.device = pick_device(device)
-        self.dtype = torch.float32
-        try:
-            with warnings.catch_warnings():
-                # torch.jit is deprecated in favour of torch.export (FutureWarning), but
-                # still loads; ONNX is the recommended deployment format (README).
-                warnings.simplefilter("ignore", FutureWarning)
-                self.model = torch.jit.load(str(path), map_location=self.device).eval()
-        except Exception as e:  # RuntimeError for anything from a bad zip to unknown ops
-            raise ModelFileError(
-                f"{path}: corrupt or not a TorchScript file ({first_line(e)})"
-            ) from None
-        refuse_nonfinite(path, self.model.state_dict().items())
-
-    def __call__(self, image: torch.Tensor) -> torch.Tensor:
-        """(3, H, W) uint8 RGB -> (3, H, W) uint8 RGB, same size, on the CPU."""
-        return self.batch(image.unsqueeze(0))[0]
-
-    @torch.inference_mode()
-    def batch(self, frames: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) uint8 RGB -> (B, 3, H, W) uint8 RGB on the CPU: one pass for B frames."""
-        return _to_uint8(self.model(frames.to(self.device).float()))
-
-    def timed(self, image: torch.Tensor) -> tuple[torch.Tensor, float]:
-        """Like calling it; also returns the wall time in seconds (device synchronized)."""
-        start = time.perf_counter()
-        out = self(image)  # .cpu() synchronizes with the device
-        return out, time.perf_counter() - start

@@ -18,7 +18,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .atomic import atomic_write
-from .errors import ImageError
+from .errors import ConfigError, ImageError
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
@@ -166,27 +166,39 @@ def resized_size(
 ) -> tuple[int, int]:
     """(W, H) after scaling the longer side to ``max_side`` or both by ``scale``.
 
-    ValueError when the result would exceed :data:`MAX_PIXELS` (it could not be
-    decoded again, and would take gigabytes to compute).
+    :class:`ConfigError` (a ValueError) when the result would exceed
+    :data:`MAX_PIXELS` (it could not be decoded again, and would take gigabytes
+    to compute); callers add the file's name.
     """
     w, h = size
     if max_side is not None:
         if max_side < 1:
-            raise ValueError(f"size must be >= 1, got {max_side}")
+            raise ConfigError(f"size must be >= 1, got {max_side}")
         factor = max_side / max(w, h)
     elif scale is not None:
         if not (math.isfinite(scale) and scale > 0):
-            raise ValueError(f"scale must be a finite number > 0, got {scale}")
+            raise ConfigError(f"scale must be a finite number > 0, got {scale}")
         factor = scale
     else:
         return size
     new_w, new_h = max(1.0, w * factor), max(1.0, h * factor)  # floats: no overflow
     if new_w * new_h > MAX_PIXELS:
-        raise ValueError(
+        raise ConfigError(
             f"resizing {w}x{h} to {new_w:.0f}x{new_h:.0f} ({new_w * new_h / 1e6:.0f} MP) "
             f"exceeds the limit of {MAX_PIXELS // 1_000_000} MP per image"
         )
     return max(1, round(w * factor)), max(1, round(h * factor))
+
+
+def to_uint8(image: torch.Tensor) -> torch.Tensor:
+    """Pixels 0-255 of any float dtype (or uint8) -> uint8, clamped and rounded.
+
+    Any shape, on the tensor's own device: the one conversion of every output
+    (networks, runners, optimization, tiles, color post-processing).
+    """
+    if image.dtype == torch.uint8:
+        return image
+    return image.detach().float().clamp(0, 255).round().to(torch.uint8)
 
 
 def tensor_to_pil(image: torch.Tensor) -> Image.Image:
@@ -195,9 +207,7 @@ def tensor_to_pil(image: torch.Tensor) -> Image.Image:
         if image.shape[0] != 1:
             raise ValueError(f"expected one image, got a batch of {image.shape[0]}")
         image = image[0]
-    if image.dtype != torch.uint8:
-        image = image.detach().float().clamp(0, 255).round().to(torch.uint8)
-    arr = image.permute(1, 2, 0).cpu().numpy()
+    arr = to_uint8(image).permute(1, 2, 0).cpu().numpy()
     return Image.fromarray(arr, mode="RGB") if arr.shape[2] == 3 else Image.fromarray(arr)
 
 

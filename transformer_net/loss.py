@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
+from .errors import ConfigError
 from .vgg import LAYER_INDEX, VGGFeatures, default_preprocessing
 
 DEFAULT_STYLE_LAYERS = {"relu1_2": 1.0, "relu2_2": 1.0, "relu3_3": 1.0, "relu4_3": 1.0}
@@ -87,14 +88,14 @@ class PerceptualLoss(nn.Module):
         self.style_layers = dict(style_layers or DEFAULT_STYLE_LAYERS)
         for what, layers in (("content", self.content_layers), ("style", self.style_layers)):
             if not layers:
-                raise ValueError(f"at least one {what} layer is needed")
+                raise ConfigError(f"at least one {what} layer is needed")
             for name, weight in layers.items():
                 if name not in LAYER_INDEX:
-                    raise ValueError(
+                    raise ConfigError(
                         f"unknown {what} layer {name!r}; choose from {list(LAYER_INDEX)}"
                     )
                 if not 0 <= weight < math.inf:
-                    raise ValueError(f"{what} layer weight for {name} must be >= 0, got {weight}")
+                    raise ConfigError(f"{what} layer weight for {name} must be >= 0, got {weight}")
         if preprocessing is None:  # the convention that belongs to the weights
             preprocessing = default_preprocessing(vgg_weights)
         if style_weight is None:  # the default that belongs to the VGG release
@@ -105,7 +106,7 @@ class PerceptualLoss(nn.Module):
             ("tv", tv_weight),
         ):
             if not 0 <= value < math.inf:  # also rejects NaN and inf
-                raise ValueError(f"{name}_weight must be >= 0 and finite, got {value}")
+                raise ConfigError(f"{name}_weight must be >= 0 and finite, got {value}")
         self.content_weight = float(content_weight)
         self.style_weight = float(style_weight)
         self.tv_weight = float(tv_weight)
@@ -127,7 +128,7 @@ class PerceptualLoss(nn.Module):
         """
         images = [style_image] if isinstance(style_image, torch.Tensor) else list(style_image)
         if not images:
-            raise ValueError("at least one style image is needed")
+            raise ConfigError("at least one style image is needed")
         device = next(self.vgg.parameters()).device
         grams: dict[str, list[torch.Tensor]] = {name: [] for name in self.style_layers}
         for image in images:

@@ -9,46 +9,55 @@ normalization): each batch is trained for one style, in a shuffled cycle.
 
 from __future__ import annotations
 
+import logging
 import math
-import time
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from hydra.utils import instantiate
 
-from .errors import NonFiniteLossError
-from .image import load_image
-from .inference import native_bf16
+from .errors import ConfigError, NonFiniteLossError
+from .inference import bf16_emulation_warning, native_bf16
 from .loss import PerceptualLoss
 from .model import TransformerNet
 
+log = logging.getLogger(__name__)
 # Checkpoint keys of the frozen VGG: left out of checkpoints (they are the same
 # weights every run and would add 30-60 MB to each file).
 _VGG_PREFIX = "loss_net.vgg."
-SCHEDULERS = ("none", "cosine", "step")
+LR_SCALING = ("none", "linear", "sqrt")
+# No scheduler: a constant lr, still a scheduler so that LearningRateMonitor logs it as opt/lr.
+_CONSTANT_LR = {"_target_": "torch.optim.lr_scheduler.ConstantLR", "factor": 1.0, "total_iters": 0}
 
 
 class StyleTransferModule(pl.LightningModule):
-    """The transformer (trained) and the perceptual loss network (frozen).
+    """The transformer (trained) and the perceptual loss network (frozen): the math only.
 
-    Arguments are plain values so that they are stored in checkpoints as
-    hyperparameters and shown in TensorBoard:
-    ``model``: TransformerNet keyword arguments; ``loss``: PerceptualLoss keyword
-    arguments except the style image; ``style_image``: path of the painting,
-    resized so that its longer side is ``style_size`` (None: as is), or a list of
-    paths for a multi-style network, named by the list ``style_name``;
-    ``seed``: the order of the styles over the training steps;
-    ``optim``: ``lr``, ``betas``, ``weight_decay``, ``scheduler`` (none, cosine,
-    step), ``step_size`` and ``gamma`` (for step); ``num_samples``: validation
-    photos shown in the image panels; ``nan_policy``: on a NaN/inf loss ``stop``
-    with an error or ``skip`` the batch (single device only). Speed switches (same math, see
-    docs/benchmarks.md): ``channels_last`` memory format for both networks,
-    ``compile`` the training computation with ``torch.compile``; each True, False
-    or ``"auto"``: on when training on CUDA (on an H100, bf16 + both: 2.05x the
-    fp32 baseline, against 1.26x for bf16 alone), off on CPUs (compiling takes
-    minutes there for about 20%).
+    Side jobs (TensorBoard image panels, learning rate, throughput, the model
+    file and the preview) are callbacks (``callbacks.py``, ``configs/callbacks/``).
+    Arguments are plain values, stored in checkpoints as hyperparameters (they
+    load with ``torch.load(weights_only=True)``) and shown in TensorBoard:
+
+    - ``model``: TransformerNet keyword arguments; ``loss``: PerceptualLoss
+      keyword arguments except the style image;
+    - ``style_images``: the paintings, decoded ((3, H, W) uint8 each; not a
+      hyperparameter), named by ``style_names`` (several: a multi-style network,
+      Dumoulin et al. 2017) and recorded with ``style_sources`` (their files);
+    - ``optimizer``, ``scheduler``: ``_target_`` dicts instantiated in
+      ``configure_optimizers`` (``configs/module/default.yaml``); a scheduler's
+      ``T_max: null`` is the run's number of optimizer steps;
+    - ``lr_scaling``: ``rule`` (none, linear, sqrt), ``reference_batch`` and
+      ``batch_size``: scale the lr for the effective batch (x devices x nodes);
+    - ``seed``: the order of the styles over the training steps;
+    - ``nan_policy``: on a NaN/inf loss ``stop`` with an error or ``skip`` the
+      batch (single device only);
+    - ``style_warmup_steps``: ramp the style term in over that many steps;
+    - speed switches (same math, see docs/benchmarks.md): ``channels_last``
+      memory format for both networks, ``compile`` the training computation with
+      ``torch.compile``; each True, False or ``"auto"``: on when training on CUDA
+      (where both pay), off on CPUs (where compiling takes minutes for little).
     """
 
     def __init__(
@@ -56,66 +65,50 @@ class StyleTransferModule(pl.LightningModule):
         *,
         model: Mapping[str, Any],
         loss: Mapping[str, Any],
-        style_image: str | Sequence[str],
-        style_size: int | None = 256,
-        style_name: str | Sequence[str] = "style",
+        style_images: Sequence[torch.Tensor],
+        style_names: Sequence[str],
+        style_sources: Sequence[str] = (),
+        optimizer: Mapping[str, Any],
+        scheduler: Mapping[str, Any] | None = None,
+        lr_scaling: Mapping[str, Any] | None = None,
         seed: int = 0,
-        optim: Mapping[str, Any] | None = None,
-        num_samples: int = 4,
         nan_policy: str = "stop",
         channels_last: bool | str = False,
         compile: bool | str = False,
         style_warmup_steps: int = 0,
     ):
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["style_images"])
         self.channels_last = _switch("channels_last", channels_last)  # checked before any work
         self.compile = _switch("compile", compile)
-        paths = [style_image] if isinstance(style_image, str) else list(style_image)
-        names = [style_name] if isinstance(style_name, str) else list(style_name)
-        if len(names) != len(paths):
-            raise ValueError(f"{len(paths)} style images but {len(names)} style names")
-        # (3, H, W) uint8 each, kept on the CPU for TensorBoard; bad files fail first.
-        self.style_images = [load_image(path, max_side=style_size) for path in paths]
-        self.style_names = names
-        self.num_styles = len(paths)
-        self.seed = int(seed)
-        self.transformer = TransformerNet(**{**dict(model), "num_styles": self.num_styles})
+        if len(style_names) != len(style_images):
+            raise ConfigError(f"{len(style_images)} style images but {len(style_names)} names")
+        _check_choice("nan_policy", nan_policy, ("stop", "skip"))
+        _check_choice("optim.lr_scaling", (lr_scaling or {}).get("rule", "none"), LR_SCALING)
+        if float(optimizer.get("lr", 1.0)) <= 0:
+            raise ConfigError(f"optim.lr must be > 0, got {optimizer['lr']}")
+        if int(style_warmup_steps) < 0:
+            raise ConfigError(f"module.style_warmup_steps must be >= 0, got {style_warmup_steps}")
+        self.style_images = [image.cpu() for image in style_images]  # (3, H, W) uint8 each
+        self.style_names = [str(name) for name in style_names]
+        self.num_styles = len(self.style_images)
+        try:  # model.py raises plain ValueErrors (it imports only torch)
+            self.transformer = TransformerNet(**{**dict(model), "num_styles": self.num_styles})
+        except ValueError as e:
+            raise ConfigError(f"model: {e}") from None
         targets = [image.float() for image in self.style_images]
         self.loss_net = PerceptualLoss(
             style_image=targets[0] if self.num_styles == 1 else targets, **dict(loss)
         )
-        self.optim = {
-            "lr": 1e-3,
-            "betas": (0.9, 0.999),
-            "weight_decay": 0.0,
-            "scheduler": "none",
-            "step_size": 10_000,
-            "gamma": 0.5,
-            **dict(optim or {}),
-        }
-        if self.optim["scheduler"] not in SCHEDULERS:
-            raise ValueError(
-                f"optim.scheduler must be one of {SCHEDULERS}, got {self.optim['scheduler']!r}"
-            )
-        if self.optim["lr"] <= 0:
-            raise ValueError(f"optim.lr must be > 0, got {self.optim['lr']}")
-        self.num_samples = int(num_samples)
-        if nan_policy not in ("stop", "skip"):
-            raise ValueError(f"nan_policy must be stop or skip, got {nan_policy!r}")
+        self.seed = int(seed)
         self.nan_policy = nan_policy
-        if int(style_warmup_steps) < 0:
-            raise ValueError(f"module.style_warmup_steps must be >= 0, got {style_warmup_steps}")
         self.style_warmup_steps = int(style_warmup_steps)
         self._skipped_nan = 0
         # The function that maps a uint8 batch to (losses, output); setup() swaps
         # in a compiled version. Kept out of the module tree, so that checkpoints
         # keep their plain parameter names.
         self._compute_fn = self._compute
-        self._last_batch_end: float | None = None  # start of the throughput window
-        self._images_since = 0
         self._skipped_images: torch.Tensor | int = 0  # this epoch's, summed on the device
-        self._samples: list[list[torch.Tensor]] = []  # per style: (b, 3, S, 2S) rows
         self._val_sums: dict[str, torch.Tensor] = {}  # tag -> sum of batch mean x batch size
         self._val_count = 0
 
@@ -198,7 +191,7 @@ class StyleTransferModule(pl.LightningModule):
                 "ckpt_path=last); lower optim.lr or the loss weights"
             )
         self._skipped_images = self._skipped_images + batch[1].sum()  # on the device: no sync
-        if not self._logs_this_step():
+        if not logs_this_step(self.trainer):
             return losses["total"]
         # Only at the steps Lightning writes to the loggers: each self.log call
         # costs ~0.7 ms of CPU (docs/benchmarks.md), 10 of them a step, and the NaN
@@ -211,7 +204,6 @@ class StyleTransferModule(pl.LightningModule):
                 self.log(f"style_layers/{key[6:]}", value, batch_size=bs)
         if self.num_styles > 1:
             self._log_style_loss(self.style_names[k], losses["style"])
-        self.log("opt/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=bs)
         return losses["total"]
 
     def _warm_up(self, losses: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -230,16 +222,6 @@ class StyleTransferModule(pl.LightningModule):
         style = losses["style"] * ramp
         return {**losses, "style": style, "total": losses["content"] + style + losses["tv"]}
 
-    def _logs_this_step(self) -> bool:
-        """Whether Lightning writes this step's values to the loggers (every
-        ``log_every_n_steps`` steps, and the last); values logged at other steps
-        are never written."""
-        try:
-            connector = self.trainer._logger_connector
-            return bool(connector.should_update_logs or self.trainer.fast_dev_run)
-        except AttributeError:  # a Lightning without this (private) property
-            return True
-
     def on_train_epoch_end(self) -> None:
         # Unreadable photos replaced by others in this epoch (data.py), one sync.
         if isinstance(self._skipped_images, torch.Tensor):
@@ -257,25 +239,15 @@ class StyleTransferModule(pl.LightningModule):
         for logger in self.loggers:  # called at the logging steps only
             logger.log_metrics({f"style_loss/{name}": float(value.detach())}, step=self.global_step)
 
-    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        # Sustained throughput of all devices together: images per wall-clock
-        # second since the last logged step (or the end of validation), including
-        # data loading, optimizer and logging.
-        now = time.perf_counter()
-        if self._last_batch_end is None:  # the first step, or the first after validation
-            self._last_batch_end, self._images_since = now, 0
-            return
-        self._images_since += batch[0].shape[0] * self.trainer.world_size
-        if self._logs_this_step():
-            rate = self._images_since / max(now - self._last_batch_end, 1e-9)
-            self.log("perf/images_per_sec", rate, batch_size=1)
-            self._last_batch_end, self._images_since = now, 0
-
     def on_validation_epoch_start(self) -> None:
-        self._samples = [[] for _ in range(self.num_styles)]  # per style
         self._val_sums, self._val_count = {}, 0
 
-    def validation_step(self, batch, batch_idx: int) -> torch.Tensor:
+    def validation_step(self, batch, batch_idx: int) -> dict[str, Any]:
+        """Losses of every validation photo in every style.
+
+        Returns ``loss`` and ``stylized``: one (B, 3, S, S) output per style,
+        which the sample panel callback shows.
+        """
         # Every validation photo in every style; val/loss is the mean over styles.
         # Eager: a few batches every val_check_interval steps are not worth a
         # second compilation (no_grad and a smaller last batch change the graph).
@@ -300,34 +272,15 @@ class StyleTransferModule(pl.LightningModule):
             self.log(tag, value, prog_bar=prog_bar, logger=False, batch_size=bs, sync_dist=True)
             self._val_sums[tag] = self._val_sums.get(tag, 0) + value.detach().float() * bs
         self._val_count += bs
-        for k, (_, output) in enumerate(runs):
-            room = self.num_samples - sum(s.shape[0] for s in self._samples[k])
-            if room > 0:
-                pairs = torch.cat([batch[0].float(), output.float()], dim=3)[:room]  # (b, 3, S, 2S)
-                self._samples[k].append(pairs.clamp(0, 255).detach().cpu())
-        return losses["total"]
+        return {"loss": losses["total"], "stylized": [output for _, output in runs]}
 
     def on_validation_epoch_end(self) -> None:
-        self._last_batch_end = None  # validation time is not training throughput
-        # The sanity check before training shows the untrained network (step 0),
-        # when it saw every validation photo; else neither values nor panels are
-        # written, so that both always come from the same photos at the same steps.
-        if self.trainer.sanity_checking and not self._sanity_check_is_complete():
-            return
-        self._log_val_values()
-        if not self.trainer.is_global_zero:
-            return
-        for k, samples in enumerate(self._samples):
-            if not samples:
-                continue
-            grid = sample_grid(samples)
-            what = "stylized" if self.num_styles == 1 else self.style_names[k]
-            for writer in self._image_writers():
-                writer.add_image(f"samples/content|{what}", grid / 255.0, self.global_step)
-
-    def _sanity_check_is_complete(self) -> bool:
-        trainer = self.trainer
-        return list(trainer.num_sanity_val_batches) == list(trainer.num_val_batches)
+        # The sanity check before training shows the untrained network (step 0)
+        # when it saw every validation photo; else neither values nor panels
+        # (callbacks.SamplePanels) are written, so that both always come from the
+        # same photos at the same steps.
+        if validation_is_complete(self.trainer):
+            self._log_val_values()
 
     def _log_val_values(self) -> None:
         """Write the validation values (means over all photos and processes) at this step."""
@@ -341,59 +294,35 @@ class StyleTransferModule(pl.LightningModule):
         for logger in self.loggers:  # rank 0 writes
             logger.log_metrics(means, step=self.global_step)
 
-    def on_fit_start(self) -> None:
-        if not self.trainer.is_global_zero:
-            return
-        for writer in self._image_writers():
-            for name, image in zip(self.style_names, self.style_images, strict=True):
-                tag = "style" if self.num_styles == 1 else f"style/{name}"
-                writer.add_image(tag, image, self.global_step)
-
-    def _image_writers(self) -> list:
-        """The loggers' writers that take images (TensorBoard's SummaryWriter)."""
-        writers = [getattr(logger, "experiment", None) for logger in self.loggers]
-        return [w for w in writers if hasattr(w, "add_image")]
-
     def effective_lr(self) -> float:
-        """``optim.lr`` scaled for the effective batch (batch x devices x nodes).
+        """The optimizer's ``lr`` scaled for the effective batch (batch x devices x nodes).
 
-        ``optim.lr_scaling``: ``none`` keeps ``lr``; ``linear`` / ``sqrt`` scale it
-        by (effective batch / ``optim.reference_batch``) or its square root.
+        ``lr_scaling.rule``: ``none`` keeps ``lr``; ``linear`` / ``sqrt`` scale it by
+        (effective batch / ``reference_batch``) or its square root.
         """
-        rule = self.optim.get("lr_scaling", "none")
+        lr = float(self.hparams.optimizer["lr"])
+        scaling = self.hparams.lr_scaling or {}
+        rule = scaling.get("rule", "none")
         if rule == "none":
-            return float(self.optim["lr"])
-        datamodule = getattr(self.trainer, "datamodule", None)
-        batch = getattr(datamodule, "batch_size", None)
-        if batch is None:
-            raise ValueError("optim.lr_scaling needs a datamodule with a batch_size")
-        ratio = batch * self.trainer.world_size / float(self.optim.get("reference_batch", 4))
-        if rule == "linear":
-            return float(self.optim["lr"]) * ratio
-        if rule == "sqrt":
-            return float(self.optim["lr"]) * math.sqrt(ratio)
-        raise ValueError(f"optim.lr_scaling must be none, linear or sqrt, got {rule!r}")
+            return lr
+        batch = int(scaling["batch_size"]) * self.trainer.world_size
+        ratio = batch / float(scaling.get("reference_batch", 4))
+        return lr * (ratio if rule == "linear" else math.sqrt(ratio))
 
-    def configure_optimizers(self):
-        opt = torch.optim.Adam(
-            self.transformer.parameters(),
-            lr=self.effective_lr(),
-            betas=tuple(self.optim["betas"]),
-            weight_decay=self.optim["weight_decay"],
+    def configure_optimizers(self) -> dict[str, Any]:
+        opt = instantiate(
+            self.hparams.optimizer, params=self.transformer.parameters(), lr=self.effective_lr()
         )
-        name = self.optim["scheduler"]
-        if name == "none":
-            return opt
-        if name == "cosine":
+        scheduler = dict(self.hparams.scheduler or _CONSTANT_LR)
+        if scheduler.get("T_max", 0) is None:  # e.g. cosine to zero at the last step
             total = self.trainer.estimated_stepping_batches
             if not math.isfinite(total):
-                raise ValueError("optim.scheduler=cosine needs trainer.max_steps or max_epochs")
-            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, int(total)))
-        else:
-            sched = torch.optim.lr_scheduler.StepLR(
-                opt, step_size=int(self.optim["step_size"]), gamma=float(self.optim["gamma"])
-            )
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+                raise ConfigError("optim.scheduler=cosine needs trainer.max_steps or max_epochs")
+            scheduler["T_max"] = max(1, int(total))
+        # Stepped every optimizer step; the name is the lr's TensorBoard tag
+        # (LearningRateMonitor in configs/callbacks).
+        sched = {"scheduler": instantiate(scheduler, optimizer=opt), "interval": "step"}
+        return {"optimizer": opt, "lr_scheduler": {**sched, "name": "opt/lr"}}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         sd = checkpoint["state_dict"]
@@ -408,45 +337,52 @@ class StyleTransferModule(pl.LightningModule):
                 sd.setdefault(key, value)
 
 
-def auto_precision() -> str:
+def auto_precision(accelerator: str = "auto") -> str:
     """bf16 autocast where the GPU supports it (Ampere and newer), else fp32.
 
     CPUs stay fp32 even with native bf16: bf16 training there ended 8.6% above
     fp32 in the quality check of docs/benchmarks.md.
     """
+    if accelerator == "cpu":
+        return "32-true"
     return "bf16-mixed" if native_bf16(torch.device("cuda")) else "32-true"
 
 
-def sample_grid(samples: list[torch.Tensor]) -> torch.Tensor:
-    """Stack (b, 3, S, kS) rows (content|stylized...) into one (3, H, W) image, 0-255."""
-    pairs = torch.cat(samples, dim=0)
-    pad = 4
-    padded = torch.nn.functional.pad(pairs, (pad, pad, pad, pad), value=255.0)
-    return torch.cat(list(padded), dim=1)  # rows stacked vertically
+def training_precision(precision: str, accelerator: str = "auto") -> str:
+    """``trainer.precision`` with ``auto`` resolved; warns when a CPU would emulate bf16."""
+    resolved = auto_precision(accelerator) if precision == "auto" else str(precision)
+    on_cpu = accelerator == "cpu" or not torch.cuda.is_available()
+    warning = bf16_emulation_warning(torch.device("cpu")) if on_cpu else None
+    if warning and "bf16" in resolved:
+        log.warning("trainer.precision=%s: %s", resolved, warning)
+    return resolved
 
 
-@torch.no_grad()
-def write_preview(transformer: TransformerNet, images: torch.Tensor, path) -> Path:
-    """Stylize (n, 3, S, S) uint8 photos into one content|stylized JPEG at ``path``.
+def logs_this_step(trainer: pl.Trainer, step: int | None = None) -> bool:
+    """Whether Lightning writes the values of optimizer step ``step`` (0-based;
+    default: the one being trained now, ``trainer.global_step``) to the loggers.
 
-    A multi-style network gets one column per style: content|style 0|style 1|...
+    It writes every ``log_every_n_steps`` steps; values logged at other steps are
+    never written, so computing them is waste.
     """
-    from .image import save_image
+    step = trainer.global_step if step is None else step
+    return (step + 1) % max(1, trainer.log_every_n_steps) == 0 or bool(trainer.fast_dev_run)
 
-    device = next(transformer.parameters()).device
-    was_training = transformer.training
-    transformer.eval()
-    x = images.to(device).float()
-    styles = [None] if transformer.num_styles == 1 else range(transformer.num_styles)
-    outputs = [transformer(x, k).float().cpu().clamp(0, 255) for k in styles]
-    transformer.train(was_training)
-    grid = sample_grid([torch.cat([images.float(), *outputs], dim=3)])
-    save_image(grid, path)
-    return Path(path)
+
+def validation_is_complete(trainer: pl.Trainer) -> bool:
+    """False during a sanity check that saw only part of the validation photos."""
+    if not trainer.sanity_checking:
+        return True
+    return list(trainer.num_sanity_val_batches) == list(trainer.num_val_batches)
 
 
 def _switch(name: str, value: bool | str) -> bool | str:
     """A speed switch: True, False or "auto" (decided in setup() by the device)."""
     if isinstance(value, bool) or value == "auto":
         return value
-    raise ValueError(f"module.{name} must be true, false or auto, got {value!r}")
+    raise ConfigError(f"module.{name} must be true, false or auto, got {value!r}")
+
+
+def _check_choice(name: str, value: str, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")

@@ -28,6 +28,7 @@ from .data import DataError, check_folder, holds_photos
 from .download import DownloadError
 from .errors import InputError
 from .image import ImageError
+from .styles import StyleSource, style_sources
 from .vgg import VGGWeightsError
 
 # What Hydra writes into the run folder before train() runs.
@@ -43,18 +44,11 @@ class _Download:
     result: Path | None = None
 
 
-@dataclass
-class _Style:
-    name: str
-    key: str  # the setting of its image file
-    path: Path | None  # a local file (given, or already in the cache)
-    download: _Download | None = None
+def prepare_inputs(cfg: DictConfig, *, command: Sequence[str] | None = None) -> list[StyleSource]:
+    """Check all inputs of ``cfg``, then download the missing ones; returns the styles.
 
-
-def prepare_inputs(
-    cfg: DictConfig, *, command: Sequence[str] | None = None
-) -> list[tuple[str, Path]]:
-    """Check all inputs of ``cfg``, then download the missing ones; return (name, image) per style.
+    Each returned style has its local image ``path`` (given, cached or just
+    downloaded), in the order of the network's style indices.
 
     ``command``: the command-line overrides of the run (default: Hydra's, when
     running under Hydra), repeated in the offline message's command.
@@ -62,14 +56,15 @@ def prepare_inputs(
     (several, or several downloads impossible offline) or the error of the one
     download that failed.
     """
-    styles = _styles(cfg.style)
+    styles = style_sources(cfg.style)
     problems: list[Exception] = []
     downloads: list[_Download] = []
     for style in styles:  # smallest downloads first: they find out soonest that we are offline
-        if style.download is not None:
-            downloads.append(style.download)
-        elif style.path is not None and not style.path.is_file():
-            problems.append(ImageError(f"{style.path}: style image not found ({style.key})"))
+        if style.path is None:
+            what = f"the painting of style {style.name}"
+            downloads.append(_Download(what, style.offline_setting, style.fetch))
+        elif not style.path.is_file():
+            problems.append(ImageError(f"{style.path}: style image not found ({style.setting})"))
     data = cfg.get("data") or {}
     if data.get("root") is not None:
         root = Path(str(data.root)).expanduser()
@@ -96,27 +91,7 @@ def prepare_inputs(
         )
     _raise_together(problems)
     _fetch_all(downloads, _hydra_overrides() if command is None else list(command))
-    return [
-        (style.name, style.path if style.download is None else style.download.result)
-        for style in styles
-    ]
-
-
-def resolve_styles(style: DictConfig) -> list[tuple[str, Path]]:
-    """(name, image path) of each style, downloading the paintings not yet cached.
-
-    The single style, or those of ``style.names`` (entries of ``style.catalog``:
-    the single-style configs, plus any added with ``+style.catalog.<name>.image=...``).
-    """
-    styles = _styles(style)
-    missing = [
-        ImageError(f"{s.path}: style image not found ({s.key})")
-        for s in styles
-        if s.download is None and s.path is not None and not s.path.is_file()
-    ]
-    _raise_together(missing)
-    _fetch_all([s.download for s in styles if s.download is not None], _hydra_overrides())
-    return [(s.name, s.path if s.download is None else s.download.result) for s in styles]
+    return styles
 
 
 def remove_unused_run_dir(run_dir: Path) -> bool:
@@ -138,55 +113,6 @@ def remove_unused_run_dir(run_dir: Path) -> bool:
         return False
     shutil.rmtree(run_dir, ignore_errors=True)
     return not run_dir.exists()
-
-
-def _styles(style: DictConfig) -> list[_Style]:
-    if "names" not in style:
-        entries = [(str(style.name), style, "style.image")]
-    else:
-        names = [str(name) for name in style.names]
-        if not names:
-            raise ValueError("style.names is empty: list the styles to train")
-        if len(set(names)) != len(names):
-            raise ValueError(f"style.names lists a style twice: {names}")
-        catalog = style.get("catalog") or {}
-        for name in names:  # all names are checked before anything is downloaded
-            if name not in catalog:
-                raise ValueError(
-                    f"style.names: unknown style {name!r}; known: {', '.join(catalog)} "
-                    f"(add a painting with +style.catalog.{name}.image=/path/painting.jpg)"
-                )
-        entries = [(name, catalog[name], f"style.catalog.{name}.image") for name in names]
-    result = []
-    for name, entry, key in entries:
-        if entry.get("image"):
-            result.append(_Style(name, key, Path(str(entry.image)).expanduser()))
-            continue
-        url = entry.get("url")
-        if not url:
-            raise ValueError(f"style {name!r} has neither style.image nor style.url")
-        file_name = f"{name}{Path(str(url)).suffix or '.jpg'}"
-        cached = download.cache_dir() / "styles" / file_name
-        if cached.is_file():  # downloaded by an earlier run: no network needed
-            result.append(_Style(name, key, cached))
-            continue
-        placeholder = "/path/to/painting.jpg" if key == "style.image" else f"/path/to/{name}.jpg"
-        fetch = _style_fetcher(str(url), file_name, key)
-        item = _Download(f"the painting of style {name}", f"{key}={placeholder}", fetch)
-        result.append(_Style(name, key, None, item))
-    return result
-
-
-def _style_fetcher(url: str, file_name: str, key: str) -> Callable[[], Path]:
-    def fetch() -> Path:
-        try:
-            return download.fetch_file(url, name=file_name, subdir="styles")
-        except DownloadError as e:
-            raise DownloadError(
-                f"{e} (offline: pass {key}=/path/to/painting.jpg)", network=e.network
-            ) from None
-
-    return fetch
 
 
 def _vgg_download(name: str) -> _Download:

@@ -1,9 +1,9 @@
 """A prepared dataset: photos decoded once into one uint8 array, read at memory speed.
 
-Decoding JPEGs caps training at about 1,500 images/s however many workers there
-are; a GPU trains faster than that at 256x256. ``prepare_dataset`` decodes every
-photo once, resizes its shorter side to S, center-crops S x S and stores the
-result in a folder holding:
+Decoding JPEGs can hold a GPU back (the measured rates of both loaders are in
+docs/benchmarks.md, "Data and the Lightning loop"), so ``prepare_dataset``
+decodes every photo once, resizes its shorter side to S, center-crops S x S and
+stores the result in a folder holding:
 
 - ``images.u8``: a raw uint8 array of shape (N, S, S, 3), RGB, C order (memmap);
 - ``meta.json``: ``{"format": "transformer-net-prepared", "version": 1,
@@ -14,7 +14,8 @@ result in a folder holding:
 a folder that looks complete. S is somewhat larger than the training crop
 (``margin_size``: 288 for 256) so that random crops still differ from epoch to
 epoch. ``PreparedDataset`` reads crops from the array with the same items as
-``data.ImageFolderDataset``. COCO train2014 at S=288 takes about 20.6 GB.
+``data.ImageFolderDataset``. COCO train2014 (Lin et al. 2014) at S=288 takes
+82,783 x 288 x 288 x 3 bytes, about 20.6 GB.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ import multiprocessing
 import os
 import signal
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +32,10 @@ import numpy as np
 import torch
 from PIL import UnidentifiedImageError
 from torch.utils.data import Dataset
+from tqdm import tqdm
 
 from .atomic import atomic_write
-from .data import DataError
+from .errors import DataError, DiskFullError, first_line
 from .image import list_images, load_short_side
 from .sampler import crop_rng, randrange
 
@@ -162,6 +163,9 @@ def prepare_dataset(
     Unreadable photos are skipped with a warning on stderr and listed in the meta.
     ``workers`` > 0 decodes in that many processes. An existing prepared folder at
     ``output`` is replaced (it stops being valid as soon as this starts).
+    ``progress``: a tqdm bar on stderr (images done, images/s, skipped).
+    Every problem raises :class:`DataError` naming the folder (a full disk:
+    :class:`~transformer_net.errors.DiskFullError`).
     """
     source, output = Path(source).expanduser(), Path(output).expanduser()
     if size < 1:
@@ -172,52 +176,75 @@ def prepare_dataset(
     files = list_images(source)
     if not files:
         raise DataError(f"{source}: no images found (searched recursively for .jpg, .png, ...)")
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+        # Invalidate an older result first: from here until the end, the folder is incomplete.
+        (output / META_NAME).unlink(missing_ok=True)
+        kept, skipped = _write_array(source, files, output, size, workers, progress)
+        meta = {
+            "format": FORMAT,
+            "version": VERSION,
+            "count": len(kept),
+            "size": int(size),
+            "source": str(source.resolve()),
+            "files": kept,
+            "skipped": skipped,
+        }
+        with atomic_write(output / META_NAME) as f:  # last: marks the folder complete
+            f.write(json.dumps(meta, indent=1).encode("utf-8"))
+    except DiskFullError:  # names the space needed and what was kept
+        raise
+    except OSError as e:  # permissions, a read-only disk, output is a file...
+        raise DataError(f"{output}: cannot write the prepared dataset ({first_line(e)})") from None
+    return meta
 
-    output.mkdir(parents=True, exist_ok=True)
-    # Invalidate an older result first: from here until the end, the folder is incomplete.
-    (output / META_NAME).unlink(missing_ok=True)
+
+def _write_array(
+    source: Path, files: list[Path], output: Path, size: int, workers: int, progress: bool
+) -> tuple[list[str], list[list[str]]]:
+    """Decode ``files`` into ``output/images.u8``; (kept relative paths, [path, reason] skipped).
+
+    The array is written as ``images.u8.partial`` and renamed when complete; it
+    is removed on any failure, Ctrl-C included.
+    """
     partial = output / f"{ARRAY_NAME}.partial"
-    image_bytes = size * size * 3
-    relative = [p.relative_to(source).as_posix() for p in files]
     kept: list[str] = []
     skipped: list[list[str]] = []
-    report = _Progress(len(files), enabled=progress)
     results = _decoded(files, size, workers)
+    bar = tqdm(
+        total=len(files),
+        desc="prepared",
+        unit="image",
+        file=sys.stderr,
+        disable=not progress,
+        mininterval=0.5,
+    )
     try:
         # Sized for every file; truncated to the readable ones at the end.
         array = np.memmap(partial, dtype=np.uint8, mode="w+", shape=(len(files), size, size, 3))
-        for rel, (image, reason) in zip(relative, results, strict=True):
+        for path, (image, reason) in zip(files, results, strict=True):
             if image is None:
-                skipped.append([rel, reason])
-                report.warn(f"warning: skipping unreadable image {source / rel} ({reason})")
+                skipped.append([path.relative_to(source).as_posix(), reason])
+                # tqdm.write keeps the bar below the warning (and prints without a bar too).
+                tqdm.write(f"warning: skipping unreadable image {path} ({reason})", sys.stderr)
+                bar.set_postfix(skipped=len(skipped), refresh=False)
             else:
                 array[len(kept)] = image
-                kept.append(rel)
-            report.step(skipped=len(skipped))
+                kept.append(path.relative_to(source).as_posix())
+            bar.update()
         array.flush()
         del array  # unmap before truncating
-        report.done(skipped=len(skipped))
         if not kept:
             raise DataError(f"{source}: none of the {len(files)} images could be read")
-        os.truncate(partial, len(kept) * image_bytes)
+        os.truncate(partial, len(kept) * size * size * 3)
         os.replace(partial, output / ARRAY_NAME)
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
     finally:
+        bar.close()
         results.close()  # stops the worker pool now, also on Ctrl-C
-    meta = {
-        "format": FORMAT,
-        "version": VERSION,
-        "count": len(kept),
-        "size": int(size),
-        "source": str(source.resolve()),
-        "files": kept,
-        "skipped": skipped,
-    }
-    with atomic_write(output / META_NAME) as f:  # last: marks the folder complete
-        f.write(json.dumps(meta, indent=1).encode("utf-8"))
-    return meta
+    return kept, skipped
 
 
 def decode_square(path: str | os.PathLike, size: int) -> np.ndarray:
@@ -256,42 +283,3 @@ def _decoded(files: list[Path], size: int, workers: int):
     chunksize = max(1, min(32, len(jobs) // (workers * 4)))
     with multiprocessing.Pool(workers, initializer=_ignore_sigint) as pool:
         yield from pool.imap(_decode_job, jobs, chunksize=chunksize)
-
-
-class _Progress:
-    """One self-overwriting line on stderr: done/total, images/s, skipped."""
-
-    def __init__(self, total: int, *, enabled: bool, interval: float = 0.5):
-        self.total, self.enabled, self.interval = total, enabled, interval
-        self.done_count = 0
-        self.start = self.last = time.monotonic()
-        self.line_open = False
-
-    def step(self, *, skipped: int) -> None:
-        self.done_count += 1
-        now = time.monotonic()
-        if self.enabled and now - self.last >= self.interval:
-            self.last = now
-            self._write(skipped, now)
-
-    def warn(self, message: str) -> None:
-        if self.line_open:  # keep the progress line, start the warning below it
-            sys.stderr.write("\n")
-            self.line_open = False
-        print(message, file=sys.stderr, flush=True)
-
-    def done(self, *, skipped: int) -> None:
-        if self.enabled:
-            self._write(skipped, time.monotonic())
-            sys.stderr.write("\n")
-            sys.stderr.flush()
-            self.line_open = False
-
-    def _write(self, skipped: int, now: float) -> None:
-        rate = self.done_count / max(now - self.start, 1e-9)
-        sys.stderr.write(
-            f"\rprepared {self.done_count}/{self.total} images, {rate:.0f} images/s, "
-            f"{skipped} skipped"
-        )
-        sys.stderr.flush()
-        self.line_open = True

@@ -23,6 +23,8 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import TQDMProgressBar
 from pytorch_lightning.callbacks.progress.tqdm_progress import Tqdm
 
+from .errors import ConfigError
+
 _TTY_FORMAT = (
     "step {n_fmt}/{total_fmt} {percentage:3.0f}%|{bar:20}| {speed}, ETA {remaining}{postfix}"
 )
@@ -98,7 +100,10 @@ class StepProgressBar(TQDMProgressBar):
     ):
         super().__init__(refresh_rate=refresh_rate, leave=False)
         if file_refresh_rate is not None and file_refresh_rate < 1:
-            raise ValueError(f"file_refresh_rate must be >= 1 or null, got {file_refresh_rate}")
+            raise ConfigError(
+                "callbacks.progress_bar.file_refresh_rate must be >= 1 or null, "
+                f"got {file_refresh_rate}"
+            )
         self._tty_refresh_rate = self.refresh_rate
         self.file_refresh_rate = file_refresh_rate
         self.metrics = tuple(metrics)

@@ -234,3 +234,18 @@ def start_over(output_dir: Path) -> None:
         path.unlink(missing_ok=True)
     if old:
         log.warning("overwrite=true: deleted %d old checkpoint(s) in %s", len(old), output_dir)
+
+
+def newest_log_version(save_dir: str | Path, name: str | None) -> int | None:
+    """The newest ``version_N`` of a TensorBoard log folder, or None if there is none.
+
+    A resumed run logs into it, so the curves continue: otherwise every
+    preemption would split them into another run in TensorBoard.
+    """
+    log_dir = Path(save_dir) / str(name or "")
+    versions = [
+        int(d.name.split("_", 1)[1])
+        for d in log_dir.glob("version_*")
+        if d.is_dir() and d.name.split("_", 1)[1].isdigit()
+    ]
+    return max(versions, default=None)

@@ -1,4 +1,12 @@
-"""The ``stylize.py`` command: apply a style model to an image or a folder of images."""
+"""The ``stylize.py`` command: apply a style to an image, a video or a folder of them.
+
+Argument parsing, job planning, image and video I/O, and reporting. The
+stylizing itself is behind ``inference.Stylizer``: a trained feed-forward
+network (Johnson et al. 2016; ``runners.open_stylizer`` picks the runner for the
+model file) or Gatys et al.'s optimization (``optimize.GatysStylizer``).
+Only the project's own errors (``errors.TransformerNetError``) become one-line
+``error: ...`` messages; anything else is a bug and keeps its traceback.
+"""
 
 from __future__ import annotations
 
@@ -13,12 +21,12 @@ from pathlib import Path
 from typing import NoReturn
 
 import torch
+from tqdm import tqdm
 
-from .checkpoint import ModelFileError
-from .color import gray_image, luminance, match_luminance, postprocess
+from .color import check_strength, postprocess
+from .errors import ConfigError, TransformerNetError
 from .image import (
     MAX_PIXELS,
-    ImageError,
     image_size,
     is_image_file,
     load_image_alpha,
@@ -26,15 +34,11 @@ from .image import (
     save_image,
     writable_format,
 )
-from .vgg import DOWNLOADED_WEIGHTS, VGGWeightsError, default_preprocessing, fetch_vgg16
-from .video import (
-    VIDEO_EXTENSIONS,
-    VideoError,
-    is_video_file,
-    require_av,
-    stylize_video,
-    video_frame_size,
-)
+from .inference import Stylizer, bf16_emulation_warning
+from .runners import open_stylizer
+from .tiling import check_tile_size
+from .video import stylize_video
+from .video_io import VIDEO_EXTENSIONS, is_video_file, require_av, video_frame_size
 
 EXAMPLES = """\
 examples:
@@ -55,7 +59,8 @@ examples:
 
 Models: the .pth written by train.py, a Lightning .ckpt from training, a
 state dict of the PyTorch examples' fast_neural_style (e.g. its mosaic.pth), or
-an .onnx / TorchScript .pt file from scripts/export_model.py.
+an .onnx / TorchScript .pt file from scripts/export_model.py (told apart by
+their content, whatever the file is called).
 Existing outputs are skipped unless --overwrite is given. In a folder, inputs
 whose outputs would share a name (a.png, a.gif and a.ppm all give a.png) are
 never overwritten: a file written under its own name (a.png) keeps it, the
@@ -92,57 +97,91 @@ def build_parser() -> argparse.ArgumentParser:
     size = p.add_mutually_exclusive_group()
     size.add_argument("--size", type=_side, help="resize so that the longer side has SIZE pixels")
     size.add_argument("--scale", type=_scale, help="resize both sides by this factor")
+    _add_model_options(p)
+    p.add_argument(
+        "--io-threads", type=_at_least_1, default=4, help="threads decoding/encoding images (4)"
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument("--quiet", action="store_true", help="print only errors and the summary")
+    v = p.add_argument_group("video (.mp4 .mov .mkv .avi .webm .m4v; needs PyAV)")
+    v.add_argument(
+        "--batch-size",
+        type=_at_least_1,
+        default=None,
+        help="frames per model call (8 on CUDA, else 2)",
+    )
+    v.add_argument("--crf", type=_crf, default=18, help="H.264 quality, 0-51, lower is better (18)")
+    v.add_argument(
+        "--temporal-smoothing",
+        type=_smoothing,
+        default=0.0,
+        metavar="A",
+        help="0-1: blend each frame with the previous output where the input is still (0: off)",
+    )
+    _add_optimization_options(p)
+    return p
+
+
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    """Where and how the model runs, which style, and the post-processing."""
     p.add_argument(
         "--device", default="auto", help="auto (GPU if available), cpu, cuda, cuda:1, mps"
     )
     p.add_argument(
-        "--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+        "--precision",
+        default="auto",
+        choices=["auto", "fp32", "bf16", "fp16"],
         help="auto: the fastest measured: on a GPU fp32, or bf16 with --compile; on a CPU "
         "bf16 where it computes it natively, else fp32",
-    )  # fmt: skip
+    )
     p.add_argument(
         "--compile",
         action="store_true",
         help="torch.compile the model: seconds per new size, then faster (many images of one size)",
     )
     p.add_argument(
-        "--cuda-graphs", action="store_true",
+        "--cuda-graphs",
+        action="store_true",
         help="CUDA: replay a CUDA graph for image sizes that recur (video, same-size photos)",
-    )  # fmt: skip
+    )
     styles = p.add_mutually_exclusive_group()
     styles.add_argument(
-        "--style-index", type=int, default=None, metavar="K",
+        "--style-index",
+        type=int,
+        default=None,
+        metavar="K",
         help="multi-style models: use style K (default 0; the startup line lists them)",
-    )  # fmt: skip
+    )
     styles.add_argument(
-        "--style-mix", type=_mix_weights, default=None, metavar="W,W,...",
+        "--style-mix",
+        type=_mix_weights,
+        default=None,
+        metavar="W,W,...",
         help="multi-style models: one weight per style, normalized to sum 1 (interpolation)",
-    )  # fmt: skip
+    )
     p.add_argument(
-        "--preserve-color", action="store_true",
+        "--preserve-color",
+        action="store_true",
         help="keep the photo's colors: stylized luminance + photo chrominance (YIQ)",
-    )  # fmt: skip
+    )
     p.add_argument(
-        "--strength", type=float, default=1.0,
+        "--strength",
+        type=_strength,
+        default=1.0,
         help="0-1: blend S * stylized + (1 - S) * photo in pixels (default 1)",
-    )  # fmt: skip
-    p.add_argument("--io-threads", type=int, default=4, help="threads decoding/encoding images (4)")
+    )
     p.add_argument(
-        "--tile-size", type=int, default=0, metavar="N",
+        "--tile-size",
+        type=_tile_size,
+        default=0,
+        metavar="N",
         help="0 (default): one pass, tiles only for images too large for memory; "
         "N: always N-pixel tiles (same result as one pass, ~9x slower)",
-    )  # fmt: skip
-    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
-    p.add_argument("--quiet", action="store_true", help="print only errors and the summary")
-    v = p.add_argument_group("video (.mp4 .mov .mkv .avi .webm .m4v; needs PyAV)")
-    v.add_argument(
-        "--batch-size", type=int, default=None, help="frames per model call (8 on CUDA, else 2)"
     )
-    v.add_argument("--crf", type=int, default=18, help="H.264 quality, 0-51, lower is better (18)")
-    v.add_argument(
-        "--temporal-smoothing", type=float, default=0.0, metavar="A",
-        help="0-1: blend each frame with the previous output where the input is still (0: off)",
-    )  # fmt: skip
+
+
+def _add_optimization_options(p: argparse.ArgumentParser) -> None:
+    """--method optimize (Gatys et al. 2016) and its loss and optimizer settings."""
     g = p.add_argument_group(
         "optimization (Gatys et al. 2016)",
         "--method optimize: no model; the image itself is optimized against the training loss",
@@ -151,24 +190,28 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--style", help="style image (required with --method optimize)")
     g.add_argument("--style-size", type=_side, default=None, help="longer side of the style image")
     g.add_argument(
-        "--vgg-weights", default="caffe",
+        "--vgg-weights",
+        default="caffe",
         help="caffe (default: Johnson et al.'s VGG-16), imagenet (torchvision's), both "
         "downloaded once, or a .pth file",
-    )  # fmt: skip
+    )
     g.add_argument(
-        "--preprocessing", choices=["torchvision", "caffe"], default=None,
+        "--preprocessing",
+        choices=["torchvision", "caffe"],
+        default=None,
         help="input convention of the VGG weights (default: torchvision for imagenet, else caffe)",
-    )  # fmt: skip
+    )
     g.add_argument("--content-weight", type=float, default=1.0)
     g.add_argument(
-        "--style-weight", type=float, default=None,
+        "--style-weight",
+        type=float,
+        default=None,
         help="default as in training: 1e5 (torchvision), 1 (caffe)",
-    )  # fmt: skip
+    )
     g.add_argument("--tv-weight", type=float, default=0.0)
-    g.add_argument("--iterations", type=int, default=300)
+    g.add_argument("--iterations", type=_at_least_1, default=300)
     g.add_argument("--optimizer", choices=["lbfgs", "adam"], default="lbfgs")
     g.add_argument("--init", choices=["content", "noise"], default="content")
-    return p
 
 
 def _side(text: str) -> int:
@@ -213,73 +256,56 @@ def _mix_weights(text: str) -> list[float]:
         ) from None
 
 
-def _style_note(stylizer) -> str:
-    """' (3 styles: 0 a, 1 b, 2 c; using 1 b)' for a multi-style model, else ''."""
-    model = getattr(stylizer, "model", None)
-    n = getattr(model, "num_styles", 1)
-    if n == 1:
-        return ""
-    names = stylizer.style_names or [f"style {k}" for k in range(n)]
-    listed = ", ".join(f"{k} {name}" for k, name in enumerate(names))
-    style = stylizer.style
-    if isinstance(style, torch.Tensor):
-        using = "mix " + " + ".join(
-            f"{w:.3g} {name}" for w, name in zip(style.tolist(), names, strict=True) if w > 0
-        )
-    else:
-        k = style or 0
-        using = f"{k} {names[k]}"
-    return f" ({n} styles: {listed}; using {using})"
+def _number(text: str, kind: type = float, example: str = "0.5"):
+    try:
+        return kind(text)
+    except ValueError:
+        what = "a whole number" if kind is int else f"a number such as {example}"
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
 
 
-class GatysStylizer:
-    """Per-image optimization behind the interface of ``inference.Stylizer``."""
+def _strength(text: str) -> float:
+    """--strength: 0 (the photo) to 1 (the stylization)."""
+    value = _number(text)
+    try:
+        return check_strength(value)
+    except ConfigError:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value:g}") from None
 
-    def __init__(self, args: argparse.Namespace):
-        from .inference import pick_device
-        from .loss import PerceptualLoss
 
-        self.device = pick_device(args.device)
-        self.dtype = torch.float32
-        self.args = args
-        style = load_image_alpha(args.style, max_side=args.style_size)[0]
-        self.style = style  # (3, H, W) uint8
-        # The convention follows the weights' name before the name becomes a file.
-        preprocessing = args.preprocessing or default_preprocessing(args.vgg_weights)
-        vgg_weights = args.vgg_weights
-        if vgg_weights in DOWNLOADED_WEIGHTS:  # downloaded once; offline: this tool's own hint
-            hint = f"--vgg-weights /path/vgg16.pth --preprocessing {preprocessing}"
-            vgg_weights = str(fetch_vgg16(vgg_weights, hint=hint))
-        self.loss = PerceptualLoss(
-            style_image=style.float(),
-            vgg_weights=vgg_weights,
-            preprocessing=preprocessing,
-            content_weight=args.content_weight,
-            style_weight=args.style_weight,
-            tv_weight=args.tv_weight,
-        ).to(self.device)
+def _smoothing(text: str) -> float:
+    """--temporal-smoothing: 1 would freeze the first frame where the input is still."""
+    value = _number(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {value:g}")
+    return value
 
-    def timed(self, image: torch.Tensor) -> tuple[torch.Tensor, float]:
-        from .optimize import optimize_image
 
-        def progress(i: int, losses: dict) -> None:
-            if not self.args.quiet:
-                parts = " ".join(f"{k} {v:.4g}" for k, v in losses.items())
-                print(f"  iteration {i}/{self.args.iterations}: {parts}", file=sys.stderr)
+def _crf(text: str) -> int:
+    """--crf: the range of x264's constant-rate factor for 8-bit video."""
+    value = _number(text, int)
+    if not 0 <= value <= 51:
+        raise argparse.ArgumentTypeError(f"must be in 0-51, got {value}")
+    return value
 
-        start = time.perf_counter()
-        if self.args.preserve_color:
-            # Luminance-only transfer (Gatys et al. 2017): optimize the gray image of
-            # the photo's Y against the style's Y matched to the photo's mean and
-            # std; color.postprocess then puts the photo's chrominance back.
-            content_y = luminance(image)
-            self.loss.set_style(gray_image(match_luminance(luminance(self.style), content_y)))
-            image = gray_image(content_y)
-        result = optimize_image(
-            content=image, loss=self.loss, iterations=self.args.iterations,
-            optimizer=self.args.optimizer, init=self.args.init, progress=progress,
-        )  # fmt: skip
-        return result, time.perf_counter() - start
+
+def _at_least_1(text: str) -> int:
+    """--batch-size, --io-threads, --iterations."""
+    value = _number(text, int)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _tile_size(text: str) -> int:
+    """--tile-size: 0 (automatic) or a size on the network's stride-4 grid."""
+    value = _number(text, int)
+    try:
+        if value:
+            check_tile_size(value)
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return value
 
 
 @dataclass
@@ -363,27 +389,14 @@ def _unclash(planned: list[tuple[Path, Path]], summary: Summary) -> list[tuple[P
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.method == "feedforward" and not args.model:
-        return _fail("--model is required (or --method optimize with --style)")
-    if args.method == "optimize" and not args.style:
-        return _fail("--method optimize needs --style painting.jpg")
-    if args.method == "optimize" and (args.style_index is not None or args.style_mix):
-        return _fail("--style-index and --style-mix choose a style of a multi-style model")
-    if not 0.0 <= args.strength <= 1.0:
-        return _fail(f"--strength must be between 0 and 1, got {args.strength}")
+    """Check, plan, open the stylizer, stylize; the exit code (0 done, 1 some failed).
+
+    Problems found before any work raise :class:`TransformerNetError`
+    (:func:`main` prints them on one line).
+    """
+    _check_method(args)
     src, dst = Path(args.input), Path(args.output)
-    if not src.exists():
-        return _fail(f"{src}: input not found")
-    if src.is_dir() and dst.exists() and not dst.is_dir():
-        return _fail(f"{dst}: output must be a folder when the input is a folder")
-    if src.is_dir() and dst.resolve().is_relative_to(src.resolve()):
-        return _fail(f"{dst}: output folder is inside the input folder {src}")
-    if not 0 <= args.temporal_smoothing < 1:
-        return _fail(f"--temporal-smoothing must be in [0, 1), got {args.temporal_smoothing}")
-    if not 0 <= args.crf <= 51:
-        return _fail(f"--crf must be in 0-51, got {args.crf}")
-    if args.batch_size is not None and args.batch_size < 1:
-        return _fail(f"--batch-size must be >= 1, got {args.batch_size}")
+    _check_paths(src, dst)
     summary = Summary()
     jobs = plan_jobs(src, dst, summary)
     if src.is_dir() and not jobs and not summary.failed:
@@ -404,28 +417,8 @@ def run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
     if src.is_file():
-        out = jobs[0][1]
-        if out.resolve() == src.resolve():
-            return _fail(f"{out}: output would overwrite the input")
-        problem = _output_name_problem(src, out) or _too_large(src, args)
-        if problem:
-            return _fail(problem)
-        if out.exists() and not args.overwrite:
-            return _fail(f"{out}: already exists (pass --overwrite to replace it)")
-        if is_video_file(src):
-            if args.method == "optimize":
-                return _fail(f"{src}: video needs a model (--method feedforward)")
-            try:
-                require_av(src)
-            except VideoError as e:
-                return _fail(str(e))
-    try:
-        if args.method == "optimize":
-            stylizer = GatysStylizer(args)
-        else:
-            stylizer = _feedforward_stylizer(args)
-    except (ModelFileError, VGGWeightsError, ImageError, ValueError, RuntimeError) as e:
-        return _fail(str(e))
+        _check_single_job(src, jobs[0][1], args)
+    stylizer = open_model(args)
     todo = []
     for path, out in jobs:
         if out.exists() and not args.overwrite:
@@ -449,6 +442,40 @@ def run(args: argparse.Namespace) -> int:
     summary.seconds = time.perf_counter() - start
     _print_summary(summary, folder=src.is_dir())
     return 1 if summary.failed else 0
+
+
+def _check_method(args: argparse.Namespace) -> None:
+    """Options that go together: a model, or optimization with a style image."""
+    if args.method == "feedforward" and not args.model:
+        raise ConfigError("--model is required (or --method optimize with --style)")
+    if args.method == "optimize" and not args.style:
+        raise ConfigError("--method optimize needs --style painting.jpg")
+    if args.method == "optimize" and (args.style_index is not None or args.style_mix):
+        raise ConfigError("--style-index and --style-mix choose a style of a multi-style model")
+
+
+def _check_paths(src: Path, dst: Path) -> None:
+    if not src.exists():
+        raise ConfigError(f"{src}: input not found")
+    if src.is_dir() and dst.exists() and not dst.is_dir():
+        raise ConfigError(f"{dst}: output must be a folder when the input is a folder")
+    if src.is_dir() and dst.resolve().is_relative_to(src.resolve()):
+        raise ConfigError(f"{dst}: output folder is inside the input folder {src}")
+
+
+def _check_single_job(src: Path, out: Path, args: argparse.Namespace) -> None:
+    """One input file: what would fail is said before the model loads."""
+    if out.resolve() == src.resolve():
+        raise ConfigError(f"{out}: output would overwrite the input")
+    problem = _output_name_problem(src, out) or _too_large(src, args)
+    if problem:
+        raise ConfigError(problem)
+    if out.exists() and not args.overwrite:
+        raise ConfigError(f"{out}: already exists (pass --overwrite to replace it)")
+    if is_video_file(src):
+        if args.method == "optimize":
+            raise ConfigError(f"{src}: video needs a model (--method feedforward)")
+        require_av(src)
 
 
 def _output_name_problem(src: Path, out: Path) -> str | None:
@@ -479,56 +506,76 @@ def _too_large(src: Path, args: argparse.Namespace) -> str | None:
         return None
     try:
         resized_size(size, max_side=args.size, scale=args.scale)
-    except ValueError as e:
+    except ConfigError as e:
         option = f"--size {args.size}" if args.size is not None else f"--scale {args.scale:g}"
         return f"{option}: {src}: {e}"
     return None
 
 
-def _feedforward_stylizer(args: argparse.Namespace):
-    """``inference.Stylizer`` for PyTorch model files; ONNX and TorchScript files by content."""
-    from .export import OnnxStylizer, TorchScriptStylizer, is_torchscript_file
-    from .inference import Stylizer, bf16_emulation_warning
+def open_model(args: argparse.Namespace) -> Stylizer:
+    """The stylizer the arguments ask for: a model file's runner, or optimization."""
+    if args.method == "optimize":
+        from .optimize import GatysStylizer  # loads the loss network's modules
 
-    onnx = Path(args.model).suffix.lower() == ".onnx"
-    if onnx or is_torchscript_file(args.model):
-        if args.precision not in ("auto", "fp32") or args.compile or args.cuda_graphs:
-            raise ValueError(
-                f"{args.model}: --precision, --compile and --cuda-graphs apply to .pth/.ckpt "
-                "models; ONNX and TorchScript files run in fp32"
-            )
-        if args.style_index or args.style_mix or args.tile_size:
-            raise ValueError(
-                f"{args.model}: --style-index, --style-mix and --tile-size apply to "
-                ".pth/.ckpt models"
-            )
-        runner = OnnxStylizer if onnx else TorchScriptStylizer
-        return runner(model_path=args.model, device=args.device)
-    stylizer = Stylizer(
-        model_path=args.model,
+        return GatysStylizer(
+            args.style,
+            device=args.device,
+            style_size=args.style_size,
+            vgg_weights=args.vgg_weights,
+            preprocessing=args.preprocessing,
+            content_weight=args.content_weight,
+            style_weight=args.style_weight,
+            tv_weight=args.tv_weight,
+            iterations=args.iterations,
+            optimizer=args.optimizer,
+            init=args.init,
+            preserve_color=args.preserve_color,
+            progress=None if args.quiet else _IterationPrinter(args.iterations),
+        )
+    stylizer = open_stylizer(
+        args.model,
         device=args.device,
         precision=args.precision,
         compile=args.compile,
         cuda_graphs=args.cuda_graphs,
         style=args.style_index if args.style_mix is None else args.style_mix,
         tile_size=args.tile_size,
+        progress=None if args.quiet else _ProgressBar("tiles", unit="tile"),
     )
     warning = bf16_emulation_warning(stylizer.device) if stylizer.dtype == torch.bfloat16 else None
     if warning:
         print(f"warning: --precision {args.precision}: {warning}", file=sys.stderr)
-    if not args.quiet:
-        stylizer.progress = _tile_progress
     return stylizer
 
 
-def stylize_all(todo: list[tuple[Path, Path]], stylizer, args, summary: Summary) -> None:
+def _style_note(stylizer: Stylizer) -> str:
+    """' (3 styles: 0 a, 1 b, 2 c; using 1 b)' for a multi-style model, else ''."""
+    n = stylizer.num_styles
+    if n == 1:
+        return ""
+    names = stylizer.style_names or [f"style {k}" for k in range(n)]
+    listed = ", ".join(f"{k} {name}" for k, name in enumerate(names))
+    style = stylizer.style
+    if isinstance(style, torch.Tensor):
+        using = "mix " + " + ".join(
+            f"{w:.3g} {name}" for w, name in zip(style.tolist(), names, strict=True) if w > 0
+        )
+    else:
+        k = style or 0
+        using = f"{k} {names[k]}"
+    return f" ({n} styles: {listed}; using {using})"
+
+
+def stylize_all(
+    todo: list[tuple[Path, Path]], stylizer: Stylizer, args: argparse.Namespace, summary: Summary
+) -> None:
     """Decode ahead and encode behind in threads while the model runs.
 
     PIL releases the GIL while decoding and encoding, so with a GPU the model
     never waits for JPEG work. Loads are bounded (2 x threads in flight) to keep
     memory flat on folders of thousands of photos; results print in input order.
     """
-    threads = max(1, args.io_threads)
+    threads = args.io_threads
     with ThreadPoolExecutor(threads) as loaders, ThreadPoolExecutor(threads) as savers:
         loads: deque = deque()
         queue = iter(todo)
@@ -553,7 +600,7 @@ def stylize_all(todo: list[tuple[Path, Path]], stylizer, args, summary: Summary)
                 result = postprocess(
                     image, result, strength=args.strength, preserve_color=args.preserve_color
                 )
-            except (ImageError, ValueError) as e:
+            except TransformerNetError as e:
                 _record_failure(summary, path, e)
                 continue
             if alpha is not None and out.suffix.lower() in _ALPHA_FORMATS:
@@ -567,23 +614,35 @@ def stylize_all(todo: list[tuple[Path, Path]], stylizer, args, summary: Summary)
             _report_save(saves.popleft(), len(todo), args, summary)
 
 
-def stylize_videos(videos: list[tuple[Path, Path]], stylizer, args, summary: Summary) -> None:
+def stylize_videos(
+    videos: list[tuple[Path, Path]],
+    stylizer: Stylizer,
+    args: argparse.Namespace,
+    summary: Summary,
+) -> None:
     """One video at a time (after the images); each overlaps decoding, model and encoding."""
     for i, (path, out) in enumerate(videos, start=1):
-        if not hasattr(stylizer, "batch"):
+        if not stylizer.supports_video:
             _record_failure(summary, path, f"{path}: video needs a model (--method feedforward)")
             continue
         batch = args.batch_size or (8 if stylizer.device.type == "cuda" else 2)
-        progress = None if args.quiet else _VideoProgress(path)
+        progress = None if args.quiet else _ProgressBar(path.name, unit="frame")
         try:
             report = stylize_video(
-                path, out, stylizer, max_side=args.size, scale=args.scale, batch_size=batch,
-                crf=args.crf, temporal_smoothing=args.temporal_smoothing, progress=progress,
+                path,
+                out,
+                stylizer,
+                max_side=args.size,
+                scale=args.scale,
+                batch_size=batch,
+                crf=args.crf,
+                temporal_smoothing=args.temporal_smoothing,
+                progress=progress,
                 postprocess=lambda content, stylized: postprocess(
                     content, stylized, strength=args.strength, preserve_color=args.preserve_color
                 ),
-            )  # fmt: skip
-        except (VideoError, ValueError) as e:
+            )
+        except TransformerNetError as e:
             _record_failure(summary, path, e)
             continue
         except torch.cuda.OutOfMemoryError:  # = torch.OutOfMemoryError
@@ -593,62 +652,80 @@ def stylize_videos(videos: list[tuple[Path, Path]], stylizer, args, summary: Sum
             if progress is not None:
                 progress.close()
         summary.done += 1
-        if report.expected_frames and report.frames < 0.9 * report.expected_frames - 1:
-            print(
-                f"warning: {path}: {report.frames} of {report.expected_frames} frames decoded "
-                "(truncated or damaged file?)",
-                file=sys.stderr,
-            )
-        if not args.quiet:
-            (w, h), n, sec, fps = report.size, report.frames, report.seconds, float(report.fps)
-            print(
-                f"[{i}/{len(videos)}] {path} -> {out}  {w}x{h}  {n} frames at {fps:.3g} fps  "
-                f"{sec:.1f} s ({n / max(sec, 1e-9):.1f} frames/s)  {report.codec}, "
-                f"audio {report.audio}"
-            )
+        _report_video(report, i, len(videos), path, out, quiet=args.quiet)
 
 
-class _VideoProgress:
-    """``frame done/total, fps`` on stderr: rewritten in place on a terminal, else every 5 s."""
+def _report_video(report, i: int, total: int, path: Path, out: Path, *, quiet: bool) -> None:
+    if report.expected_frames and report.frames < 0.9 * report.expected_frames - 1:
+        print(
+            f"warning: {path}: {report.frames} of {report.expected_frames} frames decoded "
+            "(truncated or damaged file?)",
+            file=sys.stderr,
+        )
+    if not quiet:
+        (w, h), n, sec, fps = report.size, report.frames, report.seconds, float(report.fps)
+        print(
+            f"[{i}/{total}] {path} -> {out}  {w}x{h}  {n} frames at {fps:.3g} fps  "
+            f"{sec:.1f} s ({n / max(sec, 1e-9):.1f} frames/s)  {report.codec}, "
+            f"audio {report.audio}"
+        )
 
-    def __init__(self, path: Path):
-        self.name, self.tty = path.name, sys.stderr.isatty()
-        self.start = self.last = time.perf_counter()
-        self.printed = False
+
+class _ProgressBar:
+    """A tqdm bar on stderr fed ``(done, total)`` callbacks (tiles of an image, video frames).
+
+    The bar starts at the first call and closes when ``done`` reaches ``total``,
+    so one instance serves every tiled image in turn. On a terminal it redraws
+    twice a second; in a log file (no terminal) every 5 s.
+    """
+
+    def __init__(self, desc: str, *, unit: str):
+        self.desc, self.unit = desc, unit
+        self.bar: tqdm | None = None
 
     def __call__(self, done: int, total: int | None) -> None:
-        now = time.perf_counter()
-        if now - self.last < (0.5 if self.tty else 5.0):
-            return
-        self.last = now
-        of = f"/{total}" if total else ""
-        line = f"  {self.name}: frame {done}{of}, {done / (now - self.start):.1f} fps"
-        print(("\r" + line) if self.tty else line, end="" if self.tty else "\n", file=sys.stderr,
-              flush=True)  # fmt: skip
-        self.printed = True
+        if self.bar is None:
+            interval = 0.5 if sys.stderr.isatty() else 5.0
+            self.bar = tqdm(
+                total=total,
+                desc=f"  {self.desc}",
+                unit=self.unit,
+                file=sys.stderr,
+                mininterval=interval,
+                dynamic_ncols=True,
+            )
+        self.bar.update(done - self.bar.n)
+        if total is not None and done >= total:
+            self.close()
 
     def close(self) -> None:
-        if self.tty and self.printed:
-            print(file=sys.stderr)
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
-def _report_save(item, total: int, args, summary: Summary) -> None:
+class _IterationPrinter:
+    """Gatys optimization's progress: one line per report on stderr (minutes per image)."""
+
+    def __init__(self, iterations: int):
+        self.iterations = iterations
+
+    def __call__(self, i: int, losses: dict[str, float]) -> None:
+        parts = " ".join(f"{k} {v:.4g}" for k, v in losses.items())
+        print(f"  iteration {i}/{self.iterations}: {parts}", file=sys.stderr)
+
+
+def _report_save(item, total: int, args: argparse.Namespace, summary: Summary) -> None:
     n, path, out, shape, seconds, fut = item
     try:
         fut.result()
-    except (ImageError, ValueError) as e:
+    except TransformerNetError as e:
         _record_failure(summary, path, e)
         return
     summary.done += 1
     if not args.quiet:
         h, w = shape[-2:]
         print(f"[{n}/{total}] {path} -> {out}  {w}x{h}  {seconds * 1000:.1f} ms")
-
-
-def _tile_progress(done: int, total: int) -> None:
-    """Tiled images take minutes on a CPU: show the tile count on one line."""
-    end = "\n" if done == total else ""
-    print(f"\r  tiles {done}/{total}", end=end, file=sys.stderr, flush=True)
 
 
 def _record_failure(summary: Summary, path: Path, error: Exception | str) -> None:
@@ -670,15 +747,21 @@ def _print_summary(summary: Summary, *, folder: bool) -> None:
     )
 
 
-def _fail(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return 2
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """stylize.py: the exit code (0 done, 1 some inputs failed, 2 bad usage, 130 interrupted).
+
+    Argument errors and --help return their code too (no SystemExit), so callers
+    and tests get one behaviour.
+    """
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help (0) or a one-line argument error (2)
+        return int(e.code or 0)
     try:
         return run(args)
+    except TransformerNetError as e:  # the user's input; anything else is a bug: traceback
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
     except KeyboardInterrupt:
         print("interrupted: finished outputs are complete; rerun to do the rest", file=sys.stderr)
         return 130

@@ -34,6 +34,8 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from .errors import ConfigError, ImageError
+from .image import to_uint8
 from .model import MIN_SIDE, SIZE_MULTIPLE, TransformerNet
 
 # Peak activation bytes per input pixel of one forward pass, per byte of the
@@ -43,6 +45,11 @@ VALUES_PER_PIXEL = 200
 # Tiles larger than this gain nothing (overhead of the margins is already small).
 MAX_TILE = 2048
 MIN_TILE = 64
+
+
+def round_up(x: int, multiple: int) -> int:
+    """The smallest multiple of ``multiple`` that is >= ``x`` (x >= 0)."""
+    return -(-x // multiple) * multiple
 
 
 class _StopForward(Exception):
@@ -57,7 +64,7 @@ def receptive_margin(model: TransformerNet) -> int:
     to 3 pixels of nearest-upsampling alignment) + the final 9x9 (4).
     """
     radius = 4 + 1 + 2 + 8 * model.num_residual + 2 + 1 + 3 + 4
-    return -(-radius // SIZE_MULTIPLE) * SIZE_MULTIPLE
+    return round_up(radius, SIZE_MULTIPLE)
 
 
 def memory_budget(device: torch.device) -> int:
@@ -92,9 +99,9 @@ def plan_tile_size(height: int, width: int, *, dtype: torch.dtype, budget: int, 
 
 
 def check_tile_size(tile: int) -> None:
-    """ValueError unless ``tile`` keeps tiles on the network's stride-4 grid."""
+    """:class:`ConfigError` unless ``tile`` keeps tiles on the network's stride-4 grid."""
     if tile < MIN_SIDE or tile % SIZE_MULTIPLE:
-        raise ValueError(
+        raise ConfigError(
             f"tile size must be a multiple of {SIZE_MULTIPLE} and >= {MIN_SIDE}, got {tile}"
         )
 
@@ -108,10 +115,10 @@ def _reflect_index(n: int, pad: int) -> torch.Tensor:
 def pad_like_model(image: torch.Tensor) -> torch.Tensor:
     """(3, H, W) -> (3, H', W') padded bottom/right to a multiple of 4, as the model does."""
     h, w = image.shape[-2:]
-    pad_h = max(-h % SIZE_MULTIPLE, MIN_SIDE - h)
-    pad_w = max(-w % SIZE_MULTIPLE, MIN_SIDE - w)
-    if pad_h >= h or pad_w >= w:
-        raise ValueError(f"image of {w}x{h} pixels is too small to tile")
+    pad_h = max(round_up(h, SIZE_MULTIPLE), MIN_SIDE) - h
+    pad_w = max(round_up(w, SIZE_MULTIPLE), MIN_SIDE) - w
+    if pad_h >= h or pad_w >= w:  # reflection needs more pixels than it adds
+        raise ImageError(f"image of {w}x{h} pixels is too small to tile")
     return image[:, _reflect_index(h, pad_h)][:, :, _reflect_index(w, pad_w)]
 
 
@@ -168,6 +175,56 @@ def _norms_with_stats(model: nn.Module, core: Callable[[torch.Tensor], torch.Ten
             del m.forward
 
 
+Box = tuple[int, int, int, int]  # (y0, y1, x0, x1)
+
+
+def tile_grid(height: int, width: int, *, tile: int, margin: int) -> list[tuple[Box, Box]]:
+    """(outer box, core box relative to the outer box) of every tile, row by row.
+
+    Cores of ``tile`` x ``tile`` pixels cover the (padded) image; each outer box
+    adds ``margin`` pixels of context on every side that has image there.
+    """
+    tiles = []
+    for y0 in range(0, height, tile):
+        for x0 in range(0, width, tile):
+            y1, x1 = min(y0 + tile, height), min(x0 + tile, width)
+            oy0, ox0 = max(0, y0 - margin), max(0, x0 - margin)
+            oy1, ox1 = min(height, y1 + margin), min(width, x1 + margin)
+            tiles.append(((oy0, oy1, ox0, ox1), (y0 - oy0, y1 - oy0, x0 - ox0, x1 - ox0)))
+    return tiles
+
+
+class _TileRunner:
+    """Runs the network on one tile at a time and crops norm inputs to that tile's core."""
+
+    def __init__(self, padded, forward, *, device, dtype, channels_last):
+        self.padded, self.forward = padded, forward  # (3, Hp, Wp) uint8
+        self.device, self.dtype, self.channels_last = device, dtype, channels_last
+        self.inner: Box | None = None
+        self.width = 0
+
+    def core(self, x: torch.Tensor) -> torch.Tensor:
+        """A norm's input (1, C, h, w) cropped to the current tile's core at its resolution."""
+        cy0, cy1, cx0, cx1 = self.inner
+        s = self.width // x.shape[-1]  # 1, 2 or 4: this layer's downsampling
+        return x[..., cy0 // s : cy1 // s, cx0 // s : cx1 // s]
+
+    def run(self, outer: Box, inner: Box) -> torch.Tensor | None:
+        """The tile's core of the output, (3, h, w) uint8 on the CPU; None in a statistics pass."""
+        oy0, oy1, ox0, ox1 = outer
+        x = self.padded[:, oy0:oy1, ox0:ox1].to(self.device, non_blocking=True)[None]
+        x = x.to(self.dtype)  # (1, 3, h, w)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        self.inner, self.width = inner, ox1 - ox0
+        try:
+            y = self.forward(x)  # (1, 3, h, w)
+        except _StopForward:
+            return None
+        cy0, cy1, cx0, cx1 = inner
+        return to_uint8(y[0, :, cy0:cy1, cx0:cx1]).cpu()
+
+
 @torch.inference_mode()
 def stylize_tiled(
     model: TransformerNet,
@@ -187,55 +244,30 @@ def stylize_tiled(
     argument). ``progress(done, total)`` is called after every tile of every pass.
     """
     check_tile_size(tile)
-    forward = forward or model
-    device = torch.device(device)
     h, w = image.shape[-2:]
     padded = pad_like_model(image)  # (3, Hp, Wp) uint8, Hp and Wp multiples of 4
     hp, wp = padded.shape[-2:]
-    margin = receptive_margin(model)
-    tiles = []  # (outer box, core box relative to the outer box), boxes as (y0, y1, x0, x1)
-    for y0 in range(0, hp, tile):
-        for x0 in range(0, wp, tile):
-            y1, x1 = min(y0 + tile, hp), min(x0 + tile, wp)
-            oy0, ox0 = max(0, y0 - margin), max(0, x0 - margin)
-            oy1, ox1 = min(hp, y1 + margin), min(wp, x1 + margin)
-            tiles.append(((oy0, oy1, ox0, ox1), (y0 - oy0, y1 - oy0, x0 - ox0, x1 - ox0)))
-    current = {"core": None, "size": None}
-
-    def core(x: torch.Tensor) -> torch.Tensor:
-        cy0, cy1, cx0, cx1 = current["core"]
-        s = current["size"] // x.shape[-1]  # 1, 2 or 4: this layer's downsampling
-        return x[..., cy0 // s : cy1 // s, cx0 // s : cx1 // s]
-
-    def run(outer) -> torch.Tensor:
-        oy0, oy1, ox0, ox1 = outer
-        x = padded[:, oy0:oy1, ox0:ox1].to(device, non_blocking=True)[None].to(dtype)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        current["size"] = ox1 - ox0
-        return forward(x)  # (1, 3, h, w)
-
+    tiles = tile_grid(hp, wp, tile=tile, margin=receptive_margin(model))
+    runner = _TileRunner(
+        padded,
+        forward or model,
+        device=torch.device(device),
+        dtype=dtype,
+        channels_last=channels_last,
+    )
     out = torch.empty((3, hp, wp), dtype=torch.uint8)
-    with _norms_with_stats(model, core) as stats:
+    with _norms_with_stats(model, runner.core) as stats:
         total = (len(stats) + 1) * len(tiles)
         done = 0
         for _ in range(len(stats) + 1):  # one pass per norm layer, then the output pass
             measuring = any(st.mean is None for st in stats.values())
             for outer, inner in tiles:
-                current["core"] = inner
-                try:
-                    y = run(outer)
-                except _StopForward:
-                    pass
-                else:
+                core_out = runner.run(outer, inner)
+                if core_out is not None:
                     if measuring:
                         raise RuntimeError("a norm layer was not reached during tiling")
-                    cy0, cy1, cx0, cx1 = inner
-                    oy0, _, ox0, _ = outer
-                    core_out = y[0, :, cy0:cy1, cx0:cx1].float().clamp_(0, 255).round_()
-                    out[:, oy0 + cy0 : oy0 + cy1, ox0 + cx0 : ox0 + cx1] = core_out.to(
-                        torch.uint8
-                    ).cpu()
+                    (oy0, _, ox0, _), (cy0, cy1, cx0, cx1) = outer, inner
+                    out[:, oy0 + cy0 : oy0 + cy1, ox0 + cx0 : ox0 + cx1] = core_out
                 done += 1
                 if progress is not None:
                     progress(done, total)

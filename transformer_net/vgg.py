@@ -32,7 +32,6 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
-import re
 import sys
 import urllib.parse
 from pathlib import Path
@@ -41,7 +40,8 @@ import torch
 from torch import nn
 
 from .atomic import atomic_torch_save
-from .errors import VGGWeightsError, first_line
+from .download import fetch_url
+from .errors import ConfigError, DiskFullError, DownloadError, VGGWeightsError, first_line
 from .weights_only import refused_global
 
 # Index in torchvision's ``vgg16().features`` of each ReLU, by its usual name.
@@ -90,7 +90,7 @@ def default_preprocessing(weights: str | os.PathLike) -> str:
 def build_vgg16_features(last_layer: str) -> nn.Sequential:
     """torchvision-layout ``features`` truncated right after ``last_layer``."""
     if last_layer not in LAYER_INDEX:
-        raise ValueError(f"unknown VGG-16 layer {last_layer!r}; choose from {list(LAYER_INDEX)}")
+        raise ConfigError(f"unknown VGG-16 layer {last_layer!r}; choose from {list(LAYER_INDEX)}")
     layers: list[nn.Module] = []
     in_ch = 3
     for v in _VGG16_CFG:
@@ -108,7 +108,7 @@ class Preprocess(nn.Module):
     def __init__(self, *, convention: str):
         super().__init__()
         if convention not in PREPROCESSING:
-            raise ValueError(f"preprocessing must be one of {PREPROCESSING}, got {convention!r}")
+            raise ConfigError(f"preprocessing must be one of {PREPROCESSING}, got {convention!r}")
         self.convention = convention
         if convention == "torchvision":
             mean = torch.tensor(_TORCHVISION_MEAN) * 255.0
@@ -138,7 +138,7 @@ class VGGFeatures(nn.Module):
         super().__init__()
         unknown = [name for name in layers if name not in LAYER_INDEX]
         if unknown:
-            raise ValueError(f"unknown VGG-16 layers {unknown}; choose from {list(LAYER_INDEX)}")
+            raise ConfigError(f"unknown VGG-16 layers {unknown}; choose from {list(LAYER_INDEX)}")
         self.layers = sorted(set(layers), key=LAYER_INDEX.__getitem__)
         self.preprocess = Preprocess(convention=preprocessing)
         self.features = build_vgg16_features(self.layers[-1])
@@ -318,7 +318,7 @@ def _cache_paths(name: str) -> tuple[Path, Path]:
 
 
 def _download(url: str, dst: Path, prefix: str, *, label: str, hint: str, progress: bool) -> None:
-    """``torch.hub.download_url_to_file`` with the hash check, failures as one line."""
+    """``download.fetch_url`` (torch.hub, the hash checked), failures as one line with ``hint``."""
     try:
         dst.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -329,20 +329,21 @@ def _download(url: str, dst: Path, prefix: str, *, label: str, hint: str, progre
     if progress:
         print(f"downloading the {label} from {url} into {dst}", file=sys.stderr)
     try:
-        # Written to <dst>.<random>.partial, moved to dst only if the hash matches;
-        # the partial file is removed on any failure.
-        torch.hub.download_url_to_file(url, str(dst), hash_prefix=prefix, progress=progress)
-    except Exception as e:  # URLError, HTTPError, cut connection, hash mismatch, disk full...
-        found = re.search(r'got "([0-9a-f]+)"', str(e))
-        if found:
-            why = (
-                f"the file's SHA-256 starts {found.group(1)[:8]}, not {prefix}: the transfer "
-                "was cut short or the file on the server changed, and nothing was kept"
-            )
-        else:
-            why = f"{type(e).__name__}: {first_line(e)}"
+        # Written to a temporary file, kept under dst only if the hash matches.
+        fetch_url(
+            url,
+            dst,
+            sha256=prefix,
+            what=f"the {label} from {url}",
+            advice=f"offline, pass a local file: {hint}",
+            progress=progress,
+        )
+    except DownloadError as e:
+        raise VGGWeightsError(str(e)) from None
+    except DiskFullError as e:  # one error class for the callers of fetch_vgg16
         raise VGGWeightsError(
-            f"cannot download the {label} from {url} ({why}); offline, pass a local file: {hint}"
+            f"{e}; free some disk space or set TORCH_HOME to another disk, or pass a local "
+            f"file: {hint}"
         ) from None
 
 

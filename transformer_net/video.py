@@ -3,10 +3,9 @@
 A feed-forward network (Johnson et al. 2016) stylizes every frame on its own.
 Three threads overlap the work: one demuxes and decodes frames (resized to the
 output size) into a bounded queue, the caller's thread runs the model on
-batches of frames, and one encodes and muxes. Audio packets are copied to the
-output unchanged when the container accepts their codec, else re-encoded (AAC,
-or Opus for WebM). The output is written to a temporary file that is renamed
-only when complete (``atomic.atomic_path``).
+batches of frames, and one encodes and muxes. Opening, decoding and encoding
+(and copying the audio) is ``video_io.py``. The output is written to a
+temporary file that is renamed only when complete (``atomic.atomic_path``).
 
 Stylizing frames independently flickers: small changes of the input (noise,
 compression artefacts, lighting) change the stylized texture everywhere.
@@ -15,9 +14,6 @@ optical-flow temporal loss; here a much cheaper post-filter is offered,
 :class:`TemporalSmoother`, an exponential moving average of the stylized
 frames gated by how much the *input* pixel changed, and :func:`flicker`
 measures the effect.
-
-PyAV (``pip install "transformer-net[video]"``) is imported only when a video
-is processed, so image stylization does not need it.
 """
 
 from __future__ import annotations
@@ -35,50 +31,12 @@ import numpy as np
 import torch
 
 from .atomic import atomic_path
-from .errors import VideoError, first_line
-from .image import resized_size
+from .errors import ConfigError, VideoError
+from .image import to_uint8
+from .inference import Stylizer
+from .video_io import InputVideo, OutputVideo, require_av
 
-VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v"})
-# Encoders tried in order; the first that PyAV has and the container accepts wins
-# (WebM takes only VP8/VP9/AV1, so it gets VP9).
-VIDEO_ENCODERS = ("libx264", "mpeg4", "libvpx-vp9", "libvpx")
-AUDIO_ENCODERS = ("aac", "libopus", "opus")
-INSTALL_HINT = 'video needs PyAV: pip install "transformer-net[video]"'
-
-
-def is_video_file(path: str | os.PathLike) -> bool:
-    """Whether the file name has a video extension (the content is not checked)."""
-    return Path(path).suffix.lower() in VIDEO_EXTENSIONS
-
-
-def require_av(path: str | os.PathLike):
-    """Import PyAV, or raise :class:`VideoError` saying how to install it."""
-    try:
-        import av
-    except ImportError:
-        raise VideoError(f"{path}: {INSTALL_HINT}") from None
-    return av
-
-
-def video_frame_size(path: str | os.PathLike) -> tuple[int, int] | None:
-    """(W, H) of the first video stream, from the header; None if unreadable or no PyAV.
-
-    For checks before the model loads; reading the video reports the actual error.
-    """
-    try:
-        import av
-
-        with av.open(str(path)) as container:
-            ctx = container.streams.video[0].codec_context
-            return (ctx.width, ctx.height) if ctx.width and ctx.height else None
-    except Exception:  # noqa: BLE001 - ImportError, FFmpeg errors, no video stream
-        return None
-
-
-def even_size(size: tuple[int, int]) -> tuple[int, int]:
-    """(W, H) rounded down to even numbers (at least 2): yuv420p stores 2x2 chroma blocks."""
-    w, h = size
-    return max(2, w - w % 2), max(2, h - h % 2)
+Finish = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 class TemporalSmoother:
@@ -95,9 +53,9 @@ class TemporalSmoother:
 
     def __init__(self, *, strength: float, motion_threshold: float = 24.0):
         if not 0.0 <= strength < 1.0:
-            raise ValueError(f"temporal smoothing must be in [0, 1), got {strength}")
+            raise ConfigError(f"temporal smoothing must be in [0, 1), got {strength}")
         if motion_threshold <= 0:
-            raise ValueError(f"motion_threshold must be > 0, got {motion_threshold}")
+            raise ConfigError(f"motion_threshold must be > 0, got {motion_threshold}")
         self.strength = strength
         self.motion_threshold = motion_threshold
         self._prev_in: torch.Tensor | None = None  # (3, H, W) float
@@ -115,7 +73,7 @@ class TemporalSmoother:
                 w = self.strength * (1 - change / self.motion_threshold).clamp_(0, 1)
                 y = w * self._prev_out + (1 - w) * y
             self._prev_in, self._prev_out = x, y
-            out[i] = y.round().clamp_(0, 255).to(torch.uint8)
+            out[i] = to_uint8(y)
         return out
 
 
@@ -155,113 +113,6 @@ class VideoReport:
     seconds: float
 
 
-def _open_input(av, path: Path):
-    try:
-        container = av.open(str(path))
-    except FileNotFoundError:
-        raise VideoError(f"{path}: file not found") from None
-    except (av.error.FFmpegError, OSError, ValueError) as e:
-        raise VideoError(f"{path}: cannot read video ({first_line(e)})") from None
-    if not container.streams.video:
-        container.close()
-        raise VideoError(f"{path}: no video stream")
-    return container
-
-
-def _frame_rate(stream) -> Fraction:
-    for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
-        if rate:
-            return Fraction(rate).limit_denominator(1001 * 1000)
-    raise ValueError("unknown frame rate")
-
-
-def _frame_count(container, stream, rate: Fraction) -> int | None:
-    """Frames in the stream: from the header, else estimated from the duration."""
-    if stream.frames:
-        return int(stream.frames)
-    if stream.duration is not None and stream.time_base is not None:
-        return round(float(stream.duration * stream.time_base * rate))
-    if container.duration:
-        return round(container.duration / 1_000_000 * float(rate))
-    return None
-
-
-def _add_video_stream(out, av, *, dst: Path, size: tuple[int, int], rate: Fraction, crf: int):
-    """The first encoder of VIDEO_ENCODERS available here and accepted by the container."""
-    supported = _supported_codecs(out)
-    for name in VIDEO_ENCODERS:
-        try:
-            codec = av.Codec(name, "w")
-        except (av.error.FFmpegError, ValueError):
-            continue  # not in this PyAV/FFmpeg build
-        if supported is not None and codec.canonical_name not in supported:
-            continue
-        options = {}
-        if name == "libx264":
-            options = {"crf": str(crf), "preset": "medium"}
-        elif name.startswith("libvpx"):
-            options = {"crf": str(crf), "b": "0"}  # constant quality
-        stream = out.add_stream(name, rate=rate, options=options)
-        stream.width, stream.height = size
-        stream.pix_fmt = "yuv420p"
-        stream.time_base = 1 / rate
-        stream.codec_context.time_base = 1 / rate
-        if name == "mpeg4" and hasattr(stream.codec_context, "qscale"):  # not in every PyAV
-            # No CRF: fixed quantizer; q 2-31 (lower is better), crf 18 -> 3.
-            stream.codec_context.qscale = max(2, min(31, round(crf / 6)))
-        return stream, name
-    raise VideoError(f"{dst}: no video encoder for {out.format.name} ({', '.join(VIDEO_ENCODERS)})")
-
-
-def _supported_codecs(out) -> set[str] | None:
-    """Codecs the output container accepts; None if this PyAV cannot tell (then try)."""
-    codecs = getattr(out, "supported_codecs", None)
-    return set(codecs) if codecs is not None else None
-
-
-class _AudioSink:
-    """Copies the input's audio packets to the output, or re-encodes them if it must."""
-
-    def __init__(self, out, av, in_stream, *, dst: Path):
-        self.out, self.in_stream = out, in_stream
-        name = in_stream.codec_context.name
-        canonical = in_stream.codec_context.codec.canonical_name
-        self.encode_stream = None
-        supported = _supported_codecs(out)
-        if supported is None or canonical in supported:
-            add = getattr(out, "add_stream_from_template", None)
-            self.stream = add(in_stream) if add else out.add_stream(template=in_stream)
-            self.summary = f"copied ({canonical})"
-            return
-        for enc in AUDIO_ENCODERS:
-            try:
-                codec = av.Codec(enc, "w")
-            except (av.error.FFmpegError, ValueError):
-                continue
-            if codec.canonical_name in supported:
-                ctx = in_stream.codec_context
-                self.stream = out.add_stream(enc, rate=ctx.sample_rate or 48000)
-                if ctx.layout is not None and ctx.layout.nb_channels <= 2:
-                    self.stream.layout = ctx.layout
-                self.encode_stream = self.stream
-                self.summary = f"re-encoded ({name} -> {codec.canonical_name})"
-                return
-        raise VideoError(f"{dst}: audio {name} cannot go into {out.format.name}")
-
-    def write(self, packet) -> None:
-        if self.encode_stream is None:
-            packet.stream = self.stream
-            self.out.mux(packet)
-            return
-        for frame in packet.decode():
-            frame.pts = None  # the encoder's resampler numbers the samples
-            self.out.mux(self.encode_stream.encode(frame))
-
-    def flush(self) -> None:
-        if self.encode_stream is not None:
-            self.out.mux(self.encode_stream.encode(None))
-
-
 class _Pipeline:
     """Bounded queues between threads; the first error stops every stage."""
 
@@ -293,15 +144,30 @@ class _Pipeline:
                 continue
         raise _Stopped
 
+    def thread(self, fn: Callable[[], None]) -> threading.Thread:
+        """A started daemon thread running ``fn``; its error (if any) stops the pipeline."""
+
+        def run() -> None:
+            try:
+                fn()
+            except _Stopped:
+                pass
+            except BaseException as e:  # noqa: BLE001 - handed to the main thread
+                self.fail(e)
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        return thread
+
 
 class _Stopped(Exception):
-    pass
+    """Raised in a stage when another one has failed (or the work is done)."""
 
 
 def stylize_video(
     src: str | os.PathLike,
     dst: str | os.PathLike,
-    stylizer,
+    stylizer: Stylizer,
     *,
     max_side: int | None = None,
     scale: float | None = None,
@@ -309,9 +175,9 @@ def stylize_video(
     crf: int = 18,
     temporal_smoothing: float = 0.0,
     progress: Callable[[int, int | None], None] | None = None,
-    postprocess: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    postprocess: Finish | None = None,
 ) -> VideoReport:
-    """Stylize every frame of ``src`` with ``stylizer`` (an ``inference.Stylizer``) into ``dst``.
+    """Stylize every frame of ``src`` with ``stylizer`` (its ``batch``) into ``dst``.
 
     Keeps the frame rate and the size (after ``max_side``/``scale``, rounded
     down to even numbers for yuv420p) and the audio. ``progress(done, total)``
@@ -323,154 +189,88 @@ def stylize_video(
     src, dst = Path(src), Path(dst)
     av = require_av(src)
     if batch_size < 1:
-        raise ValueError(f"batch size must be >= 1, got {batch_size}")
-    smoother = TemporalSmoother(strength=temporal_smoothing) if temporal_smoothing else None
-
-    def finish(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) frames and their stylization -> the frames to encode."""
-        if postprocess is not None:  # strength, color preservation: per frame
-            y = torch.stack([postprocess(a, b) for a, b in zip(x, y, strict=True)])
-        return smoother(x, y) if smoother is not None else y
-
+        raise ConfigError(f"batch size must be >= 1, got {batch_size}")
+    finish = _finisher(postprocess, temporal_smoothing)
     start = time.perf_counter()
-    inp = _open_input(av, src)
-    try:
-        vin = inp.streams.video[0]
-        vin.thread_type = "AUTO"  # FFmpeg's own frame threads
-        ain = inp.streams.audio[0] if inp.streams.audio else None
-        try:
-            rate = _frame_rate(vin)
-            w, h = vin.codec_context.width, vin.codec_context.height
-            if not w or not h:
-                raise ValueError("unknown frame size")
-            size = even_size(resized_size((w, h), max_side=max_side, scale=scale))
-        except ValueError as e:
-            raise VideoError(f"{src}: {e}") from None
-        total = _frame_count(inp, vin, rate)
+    with InputVideo(av, src) as inp:
+        size = inp.output_size(max_side=max_side, scale=scale)
         with atomic_path(dst) as tmp:
+            out = OutputVideo(av, tmp, name=dst, size=size, rate=inp.rate, crf=crf, audio=inp.audio)
             try:
-                out = av.open(str(tmp), "w")
-            except (av.error.FFmpegError, OSError, ValueError) as e:
-                raise VideoError(f"{dst}: cannot write video ({first_line(e)})") from None
-            try:
-                vout, codec = _add_video_stream(out, av, dst=dst, size=size, rate=rate, crf=crf)
-                audio = _AudioSink(out, av, ain, dst=dst) if ain is not None else None
-                frames = _run(
-                    av, inp, vin, ain, out, vout, audio, stylizer, finish, src=src, dst=dst,
-                    size=size, batch_size=batch_size, total=total, progress=progress,
-                )  # fmt: skip
-                out.close()  # writes the trailer (the MP4 index): errors count
-            except av.error.FFmpegError as e:
-                raise VideoError(f"{dst}: cannot write video ({first_line(e)})") from None
+                frames = _stylize_frames(
+                    inp, out, stylizer, finish, batch_size=batch_size, progress=progress
+                )
+                out.finish()
             finally:
-                try:
-                    out.close()  # no-op when closed; after an error the file is deleted anyway
-                except Exception:  # noqa: BLE001
-                    pass
+                out.close()
             if frames == 0:
                 raise VideoError(f"{src}: no video frames could be decoded")
-    finally:
-        inp.close()
     return VideoReport(
         frames=frames,
-        expected_frames=total,
+        expected_frames=inp.expected_frames,
         size=size,
-        fps=rate,
-        codec=codec,
-        audio=audio.summary if audio is not None else "none",
+        fps=inp.rate,
+        codec=out.codec,
+        audio=out.audio_summary,
         seconds=time.perf_counter() - start,
     )
 
 
-def _run(av, inp, vin, ain, out, vout, audio, stylizer, finish, *, src, dst, size, batch_size,
-         total, progress) -> int:  # fmt: skip
+def _finisher(postprocess: Finish | None, temporal_smoothing: float) -> Finish:
+    """(B, 3, H, W) frames and their stylization -> the frames to encode."""
+    smoother = TemporalSmoother(strength=temporal_smoothing) if temporal_smoothing else None
+
+    def finish(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if postprocess is not None:  # strength, color preservation: per frame
+            y = torch.stack([postprocess(a, b) for a, b in zip(x, y, strict=True)])
+        return smoother(x, y) if smoother is not None else y
+
+    return finish
+
+
+def _stylize_frames(
+    inp: InputVideo,
+    out: OutputVideo,
+    stylizer: Stylizer,
+    finish: Finish,
+    *,
+    batch_size: int,
+    progress: Callable[[int, int | None], None] | None,
+) -> int:
     """Decode (thread) -> model (this thread) -> encode (thread); returns the frame count."""
     pipe = _Pipeline(depth=max(4, 2 * batch_size))
-    width, height = size
-    time_base = vout.codec_context.time_base
 
     def decode() -> None:
-        try:
-            streams = [vin] + ([ain] if ain is not None else [])
-            for packet in inp.demux(streams):
-                if packet.stream.type == "audio":
-                    if packet.dts is not None and not pipe.put(pipe.frames, ("audio", packet)):
-                        return
-                    continue
-                for frame in packet.decode():
-                    rgb = frame.to_ndarray(
-                        format="rgb24", width=width, height=height, interpolation="AREA"
-                    )  # (H, W, 3) uint8
-                    if not pipe.put(pipe.frames, ("video", rgb)):
-                        return
-            pipe.put(pipe.frames, None)
-        except av.error.FFmpegError as e:
-            pipe.fail(VideoError(f"{src}: cannot decode video ({first_line(e)})"))
-        except BaseException as e:  # noqa: BLE001 - handed to the main thread
-            pipe.fail(e)
+        for item in inp.items(out.size):  # ("video", (H, W, 3) uint8) or ("audio", packet)
+            if not pipe.put(pipe.frames, item):
+                return
+        pipe.put(pipe.frames, None)
 
     def encode() -> None:
-        n = 0
-        try:
-            while True:
-                item = pipe.get(pipe.encode)
-                if item is None:
-                    break
-                kind, data = item
-                if kind == "audio":
-                    audio.write(data)
-                    continue
-                for rgb in data:  # (H, W, 3) uint8
-                    frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-                    frame.pts, frame.time_base = n, time_base
-                    n += 1
-                    out.mux(vout.encode(frame))
-            out.mux(vout.encode(None))
-            if audio is not None:
-                audio.flush()
-        except _Stopped:
-            pass
-        except av.error.FFmpegError as e:
-            pipe.fail(VideoError(f"{dst}: cannot write video ({first_line(e)})"))
-        except BaseException as e:  # noqa: BLE001
-            pipe.fail(e)
+        while (item := pipe.get(pipe.encode)) is not None:
+            kind, data = item
+            if kind == "audio":
+                out.write_audio(data)
+            else:
+                out.write_frames(data)  # (B, H, W, 3) uint8
 
-    threads = [threading.Thread(target=f, daemon=True) for f in (decode, encode)]
-    for t in threads:
-        t.start()
+    threads = [pipe.thread(decode), pipe.thread(encode)]
     done = 0
     try:
         batch: list[np.ndarray] = []
-
-        def run_batch() -> None:
-            nonlocal done
-            x = torch.from_numpy(np.stack(batch)).permute(0, 3, 1, 2)  # (B, 3, H, W) uint8
-            if hasattr(stylizer, "frames"):  # Stylizer: splits a batch that runs out of memory
-                y = stylizer.frames(x)
-            elif hasattr(stylizer, "batch"):
-                y = stylizer.batch(x)
-            else:  # ONNX / TorchScript runners take one frame at a time
-                y = torch.stack([stylizer(frame) for frame in x])
-            y = finish(x, y)
-            pipe.put(pipe.encode, ("video", y.permute(0, 2, 3, 1).contiguous().numpy()))
-            done += len(batch)
-            batch.clear()
-            if progress is not None:
-                progress(done, total)
-
-        while True:
-            item = pipe.get(pipe.frames)
-            if item is None:
-                break
-            kind, data = item
-            if kind == "audio":
+        while (item := pipe.get(pipe.frames)) is not None:
+            if item[0] == "audio":
                 pipe.put(pipe.encode, item)
-            else:
-                batch.append(data)
-                if len(batch) == batch_size:
-                    run_batch()
+                continue
+            batch.append(item[1])
+            if len(batch) == batch_size:
+                done += _stylize_batch(pipe, stylizer, finish, batch)
+                if progress is not None:
+                    progress(done, inp.expected_frames)
         if batch:
-            run_batch()
+            done += _stylize_batch(pipe, stylizer, finish, batch)
+            if progress is not None:
+                progress(done, inp.expected_frames)
         pipe.put(pipe.encode, None)
         threads[1].join()
     except _Stopped:
@@ -486,35 +286,11 @@ def _run(av, inp, vin, ain, out, vout, audio, stylizer, finish, *, src, dst, siz
     return done
 
 
-def read_frames(
-    path: str | os.PathLike,
-    *,
-    max_side: int | None = None,
-    scale: float | None = None,
-    max_frames: int | None = None,
-) -> tuple[torch.Tensor, Fraction]:
-    """The first ``max_frames`` frames as (T, 3, H, W) uint8 RGB, and the frame rate.
-
-    Sized like :func:`stylize_video` sizes its output (even width and height).
-    """
-    path = Path(path)
-    av = require_av(path)
-    container = _open_input(av, path)
-    try:
-        stream = container.streams.video[0]
-        rate = _frame_rate(stream)
-        w, h = stream.codec_context.width, stream.codec_context.height
-        width, height = even_size(resized_size((w, h), max_side=max_side, scale=scale))
-        frames = []
-        for frame in container.decode(stream):
-            rgb = frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="AREA")
-            frames.append(torch.from_numpy(rgb).permute(2, 0, 1))
-            if max_frames is not None and len(frames) >= max_frames:
-                break
-    except av.error.FFmpegError as e:
-        raise VideoError(f"{path}: {first_line(e)}") from None
-    finally:
-        container.close()
-    if not frames:
-        raise VideoError(f"{path}: no video frames could be decoded")
-    return torch.stack(frames), rate
+def _stylize_batch(pipe: _Pipeline, stylizer: Stylizer, finish: Finish, batch: list) -> int:
+    """Stylize the (H, W, 3) frames in ``batch`` (emptied) for the encoder; returns their count."""
+    x = torch.from_numpy(np.stack(batch)).permute(0, 3, 1, 2)  # (B, 3, H, W) uint8
+    y = finish(x, stylizer.batch(x))
+    pipe.put(pipe.encode, ("video", y.permute(0, 2, 3, 1).contiguous().numpy()))
+    n = len(batch)
+    batch.clear()
+    return n
