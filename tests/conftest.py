@@ -54,3 +54,18 @@ def script_main(name: str):
     import runpy
 
     return runpy.run_path(str(REPO / "scripts" / f"{name}.py"), run_name=name)["main"]
+
+
+@pytest.fixture(autouse=True)
+def _signal_dispositions_restored(request):
+    """A test must leave the process's signal handlers as it found them (in-process
+    CLIs run Lightning, which installs its own; child processes inherit ignored ones)."""
+    import signal
+
+    watched = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
+    before = {s: signal.getsignal(s) for s in watched}
+    yield
+    changed = [s.name for s in watched if signal.getsignal(s) != before[s]]
+    for s in watched:
+        signal.signal(s, before[s])
+    assert not changed, f"{request.node.nodeid} left signal handlers changed: {changed}"

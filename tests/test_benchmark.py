@@ -25,19 +25,44 @@ def benchmark():
 
 def test_benchmark_reports_every_configuration_against_the_baseline(benchmark, tmp_path, capsys):
     out = tmp_path / "b.json"
-    rc = benchmark.main([
-        "--device", "cpu", "--baseline", "--train-configs", "fp32-cl", "--infer-configs", "fp32-cl",
-        "--image-size", "32", "--batch-size", "1", "--sizes", "32,48x32", "--steps", "1",
-        "--rounds", "2", "--warmup", "1", "--quality-steps", "2", "--json", str(out),
-    ])  # fmt: skip
+    rc = benchmark.main(
+        [
+            "--device",
+            "cpu",
+            "--baseline",
+            "--train-configs",
+            "fp32-cl",
+            "--infer-configs",
+            "fp32-cl",
+            "--image-size",
+            "32",
+            "--batch-size",
+            "1",
+            "--sizes",
+            "32,48x32",
+            "--steps",
+            "1",
+            "--rounds",
+            "2",
+            "--warmup",
+            "1",
+            "--quality-steps",
+            "2",
+            "--json",
+            str(out),
+        ]
+    )
     assert rc == 0
     payload = json.loads(out.read_text())
     rows = [(r["kind"], r["config"], r["shape"]) for r in payload["results"]]
     assert rows == [
-        ("train", "baseline", "1x32x32"), ("train", "fp32-cl", "1x32x32"),
-        ("stylize", "baseline", "32x32"), ("stylize", "fp32-cl", "32x32"),
-        ("stylize", "baseline", "48x32"), ("stylize", "fp32-cl", "48x32"),
-    ]  # fmt: skip
+        ("train", "baseline", "1x32x32"),
+        ("train", "fp32-cl", "1x32x32"),
+        ("stylize", "baseline", "32x32"),
+        ("stylize", "fp32-cl", "32x32"),
+        ("stylize", "baseline", "48x32"),
+        ("stylize", "fp32-cl", "48x32"),
+    ]
     for r in payload["results"]:
         assert r["images_per_s"] > 0 and len(r["samples_ms"]) == 2  # one per round
         assert r["ms_min"] == pytest.approx(min(r["samples_ms"]), abs=1e-3)  # rounded samples
@@ -68,8 +93,24 @@ def test_benchmark_rejects_bad_configurations(benchmark, capsys, argv, message):
 
 def test_kernel_profile_prints_timing_and_the_top_operators(capsys):
     profile = load_script("kernel_profile")
-    assert profile.main(["stylize", "--config", "fp32", "--device", "cpu", "--size", "32",
-                         "--calls", "1", "--rows", "3"]) == 0  # fmt: skip
+    assert (
+        profile.main(
+            [
+                "stylize",
+                "--config",
+                "fp32",
+                "--device",
+                "cpu",
+                "--size",
+                "32",
+                "--calls",
+                "1",
+                "--rows",
+                "3",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "stylize fp32 32x32 on cpu:" in out and "aten::" in out
     assert profile.main(["train", "--config", "fp32-graph", "--device", "cpu"]) == 2
@@ -79,9 +120,24 @@ def test_kernel_profile_prints_timing_and_the_top_operators(capsys):
 def test_loader_only_times_the_data_loader(benchmark, photo_dir, tmp_path, capsys):
     out = tmp_path / "d.json"
     argv = [
-        "--loader-only", "--data", str(photo_dir), "--image-size", "16", "--batch-size", "2",
-        "--workers", "0", "--steps", "2", "--rounds", "2", "--warmup", "1", "--json", str(out),
-    ]  # fmt: skip
+        "--loader-only",
+        "--data",
+        str(photo_dir),
+        "--image-size",
+        "16",
+        "--batch-size",
+        "2",
+        "--workers",
+        "0",
+        "--steps",
+        "2",
+        "--rounds",
+        "2",
+        "--warmup",
+        "1",
+        "--json",
+        str(out),
+    ]
     assert benchmark.main(argv) == 0
     (result,) = json.loads(out.read_text())["results"]
     assert (result["kind"], result["config"], result["shape"]) == ("data", "loader-0w", "2x16²")
@@ -105,9 +161,17 @@ def test_bad_data_or_weights_are_one_line_errors(benchmark, capsys, argv, messag
 def test_configuration_names_parse_into_switches(benchmark):
     cfg = benchmark.Config.parse("bf16-cl-compile-pad8-slicepad")
     assert (cfg.dtype, cfg.channels_last, cfg.compile, cfg.graph, cfg.pad8, cfg.slicepad) == (
-        torch.bfloat16, True, True, False, True, True,
-    )  # fmt: skip
+        torch.bfloat16,
+        True,
+        True,
+        False,
+        True,
+        True,
+    )
     base = benchmark.Config.parse("baseline")
     assert (base.dtype, base.channels_last, base.compile, base.pad8) == (
-        torch.float32, False, False, False,
-    )  # fmt: skip
+        torch.float32,
+        False,
+        False,
+        False,
+    )

@@ -140,14 +140,23 @@ def _tiny_files() -> tuple[dict, dict]:
     """(our model file's dict, the network's state dict) of a tiny TransformerNet."""
     net = TransformerNet(**TINY)
     sd = {k: v.clone() for k, v in net.state_dict().items()}
-    ours = {"format": "transformer-net", "version": 1, "model_args": net.config,
-            "state_dict": sd, "meta": {}}  # fmt: skip
+    ours = {
+        "format": "transformer-net",
+        "version": 1,
+        "model_args": net.config,
+        "state_dict": sd,
+        "meta": {},
+    }
     return ours, sd
 
 
 def _lightning(sd, **extra) -> dict:
-    return {"pytorch-lightning_version": "2.6.0", "global_step": 3,
-            "state_dict": {f"transformer.{k}": v for k, v in sd.items()}, **extra}  # fmt: skip
+    return {
+        "pytorch-lightning_version": "2.6.0",
+        "global_step": 3,
+        "state_dict": {f"transformer.{k}": v for k, v in sd.items()},
+        **extra,
+    }
 
 
 def _malformed_cases() -> list[tuple[str, object, str]]:
@@ -157,34 +166,67 @@ def _malformed_cases() -> list[tuple[str, object, str]]:
         ("args_list", {**ours, "model_args": [4, 8, 8]}, "'model_args' is a list, expected a dict"),
         ("args_missing", {k: v for k, v in ours.items() if k != "model_args"}, "no 'model_args'"),
         ("sd_missing", {k: v for k, v in ours.items() if k != "state_dict"}, "no 'state_dict'"),
-        ("sd_list", {**ours, "state_dict": list(sd.values())},
-         "'state_dict' is a list, expected a dict"),
+        (
+            "sd_list",
+            {**ours, "state_dict": list(sd.values())},
+            "'state_dict' is a list, expected a dict",
+        ),
         ("meta_str", {**ours, "meta": "wave"}, "'meta' is a str, expected a dict"),
         ("version_str", {**ours, "version": "1"}, "'version' is a str, expected an int"),
-        ("scalar_weight", {**ours, "state_dict": {**sd, "conv1.conv2d.bias": 0.5}},
-         "state_dict['conv1.conv2d.bias'] is a float where a weight tensor should be"),
-        ("int_tensor", {**ours, "state_dict": {**sd, "in1.bias": bias.long()}},
-         "state_dict['in1.bias'] is a torch.int64 tensor, expected floating point"),
-        ("huge_args", {**ours, "model_args": {**TINY, "num_residual": 10**9}},
-         "model_args num_residual=1000000000 does not match the weights (1)"),
-        ("wrong_shape", {**sd, "in1.bias": torch.zeros(5)},
-         "'in1.bias' has shape (5,), expected (4,)"),
-        ("flat_conv", {**sd, "conv1.conv2d.weight": torch.zeros(4)},
-         "'conv1.conv2d.weight' has shape (4,), expected a (out, in, k, k) convolution weight"),
+        (
+            "scalar_weight",
+            {**ours, "state_dict": {**sd, "conv1.conv2d.bias": 0.5}},
+            "state_dict['conv1.conv2d.bias'] is a float where a weight tensor should be",
+        ),
+        (
+            "int_tensor",
+            {**ours, "state_dict": {**sd, "in1.bias": bias.long()}},
+            "state_dict['in1.bias'] is a torch.int64 tensor, expected floating point",
+        ),
+        (
+            "huge_args",
+            {**ours, "model_args": {**TINY, "num_residual": 10**9}},
+            "model_args num_residual=1000000000 does not match the weights (1)",
+        ),
+        (
+            "wrong_shape",
+            {**sd, "in1.bias": torch.zeros(5)},
+            "'in1.bias' has shape (5,), expected (4,)",
+        ),
+        (
+            "flat_conv",
+            {**sd, "conv1.conv2d.weight": torch.zeros(4)},
+            "'conv1.conv2d.weight' has shape (4,), expected a (out, in, k, k) convolution weight",
+        ),
         ("bare_scalar", {**sd, "in2.weight": 1}, "'in2.weight' is an int where a weight tensor"),
-        ("no_tensors", {"lr": 0.1, "epoch": 3},
-         "a dict without weight tensors (keys: 'lr', 'epoch')"),
-        ("light_sd_list", {**_lightning(sd), "state_dict": [1, 2]},
-         "'state_dict' is a list, expected a dict"),
-        ("light_scalar", _lightning({**sd, "in1.weight": 2.0}),
-         "state_dict['transformer.in1.weight'] is a float where a weight tensor should be"),
-        ("light_hparams", _lightning(sd, hyper_parameters=["model"]),
-         "'hyper_parameters' is a list, expected a dict"),
-        ("light_model_args", _lightning(sd, hyper_parameters={"model": "johnson"}),
-         "'hyper_parameters.model' is a str, expected a dict"),
+        (
+            "no_tensors",
+            {"lr": 0.1, "epoch": 3},
+            "a dict without weight tensors (keys: 'lr', 'epoch')",
+        ),
+        (
+            "light_sd_list",
+            {**_lightning(sd), "state_dict": [1, 2]},
+            "'state_dict' is a list, expected a dict",
+        ),
+        (
+            "light_scalar",
+            _lightning({**sd, "in1.weight": 2.0}),
+            "state_dict['transformer.in1.weight'] is a float where a weight tensor should be",
+        ),
+        (
+            "light_hparams",
+            _lightning(sd, hyper_parameters=["model"]),
+            "'hyper_parameters' is a list, expected a dict",
+        ),
+        (
+            "light_model_args",
+            _lightning(sd, hyper_parameters={"model": "johnson"}),
+            "'hyper_parameters.model' is a str, expected a dict",
+        ),
         ("a_list", [1.0, 2.0], "the file holds a list, not a dict of weights"),
         ("a_float", 3.0, "the file holds a float, not a dict of weights"),
-    ]  # fmt: skip
+    ]
 
 
 @pytest.mark.parametrize("name,obj,why", _malformed_cases(), ids=[c[0] for c in _malformed_cases()])

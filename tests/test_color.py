@@ -80,9 +80,13 @@ def test_strength_out_of_range(bad):
 
 @pytest.mark.parametrize(
     "value,message",
-    [("1.5", "must be between 0 and 1, got 1.5"), ("-0.1", "must be between 0 and 1, got -0.1"),
-     ("nan", "must be between 0 and 1, got nan"), ("x", "expected a number such as 0.5, got 'x'")],
-)  # fmt: skip
+    [
+        ("1.5", "must be between 0 and 1, got 1.5"),
+        ("-0.1", "must be between 0 and 1, got -0.1"),
+        ("nan", "must be between 0 and 1, got nan"),
+        ("x", "expected a number such as 0.5, got 'x'"),
+    ],
+)
 def test_cli_rejects_strength_out_of_range(tmp_path, capsys, value, message):
     src = write_photo(tmp_path / "in.png", size=(16, 12))
     argv = ["--model", "m.pth", "--input", src, "--output", tmp_path / "o.png"]
@@ -121,9 +125,20 @@ def test_cli_optimize_goes_through_postprocess(tmp_path, monkeypatch):
     monkeypatch.setattr(optimize, "GatysStylizer", GrayOptimizer)
     src = tmp_path / "in.png"
     Image.fromarray(constant((200, 100, 50)).permute(1, 2, 0).numpy()).save(src)
-    argv = ["--method", "optimize", "--style", str(src), "--input", str(src), "--quiet",
-            "--output", str(tmp_path / "o.png"), "--preserve-color",
-            "--strength", "0.5"]  # fmt: skip
+    argv = [
+        "--method",
+        "optimize",
+        "--style",
+        str(src),
+        "--input",
+        str(src),
+        "--quiet",
+        "--output",
+        str(tmp_path / "o.png"),
+        "--preserve-color",
+        "--strength",
+        "0.5",
+    ]
     assert stylize_cli.main(argv) == 0
     assert torch.equal(read(tmp_path / "o.png"), constant((202, 102, 52)))
 

@@ -41,8 +41,11 @@ def test_defaults_follow_johnson_et_al():
     assert module["loss"]["preprocessing"] == "caffe"
     # Adam at 1e-3, constant: the optimizer and scheduler the module instantiates
     assert module["optimizer"] == {
-        "_target_": "torch.optim.Adam", "lr": 1e-3, "betas": [0.9, 0.999], "weight_decay": 0.0
-    }  # fmt: skip
+        "_target_": "torch.optim.Adam",
+        "lr": 1e-3,
+        "betas": [0.9, 0.999],
+        "weight_decay": 0.0,
+    }
     assert module["scheduler"] is None
     assert module["loss"]["vgg_weights"] == "caffe" and module["loss"]["style_weight"] == 1.0
 

@@ -125,13 +125,21 @@ def _fit_with_bar(photo_dir, style_file, *, max_steps, max_epochs=None, ckpt=Non
     from tests.test_train import tiny_module
     from transformer_net.data import ImageFolderDataModule
 
-    data = ImageFolderDataModule(root=photo_dir, image_size=32, batch_size=2, num_workers=0,
-                                 val_count=2)  # fmt: skip
+    data = ImageFolderDataModule(
+        root=photo_dir, image_size=32, batch_size=2, num_workers=0, val_count=2
+    )
     trainer = pl.Trainer(
-        accelerator="cpu", max_steps=max_steps, max_epochs=max_epochs, logger=False,
-        callbacks=[StepProgressBar()], enable_checkpointing=False, enable_model_summary=False,
-        log_every_n_steps=1, val_check_interval=2, num_sanity_val_steps=0,
-    )  # fmt: skip
+        accelerator="cpu",
+        max_steps=max_steps,
+        max_epochs=max_epochs,
+        logger=False,
+        callbacks=[StepProgressBar()],
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        log_every_n_steps=1,
+        val_check_interval=2,
+        num_sanity_val_steps=0,
+    )
     trainer.fit(tiny_module(style_file), datamodule=data, ckpt_path=ckpt)
     return trainer
 

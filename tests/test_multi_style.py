@@ -24,11 +24,25 @@ NORMS = ["in1", "in2", "in3", "res1.in1", "res1.in2", "in4", "in5"]
 # The state dict of a single-style network, as the PyTorch examples name it.
 SINGLE_STYLE_KEYS = [
     f"{layer}.{p}"
-    for layer in ["conv1.conv2d", "in1", "conv2.conv2d", "in2", "conv3.conv2d", "in3",
-                  "res1.conv1.conv2d", "res1.in1", "res1.conv2.conv2d", "res1.in2",
-                  "deconv1.conv2d", "in4", "deconv2.conv2d", "in5", "deconv3.conv2d"]
+    for layer in [
+        "conv1.conv2d",
+        "in1",
+        "conv2.conv2d",
+        "in2",
+        "conv3.conv2d",
+        "in3",
+        "res1.conv1.conv2d",
+        "res1.in1",
+        "res1.conv2.conv2d",
+        "res1.in2",
+        "deconv1.conv2d",
+        "in4",
+        "deconv2.conv2d",
+        "in5",
+        "deconv3.conv2d",
+    ]
     for p in ("weight", "bias")
-]  # fmt: skip
+]
 
 
 def multi_net(num_styles: int = 3, seed: int = 0) -> TransformerNet:
@@ -206,9 +220,24 @@ def test_stylize_rejects_style_options_for_a_single_style_model(tmp_path):
         proc = _stylize("--model", model, "--input", photo, "--output", tmp_path / "o.jpg", *option)
         assert proc.returncode == 2
         assert proc.stderr.strip().splitlines() == [f"error: {model}: {message}"]
-    proc = _stylize("--model", model, "--input", photo, "--output", tmp_path / "o.jpg",
-                    "--style-mix", "0.5,x")  # fmt: skip
+    proc = _stylize(
+        "--model", model, "--input", photo, "--output", tmp_path / "o.jpg", "--style-mix", "0.5,x"
+    )
     assert proc.returncode == 2 and "expected comma-separated numbers" in proc.stderr
+
+
+def duo_overrides(tmp_path, photo_dir, style_file, *, steps: int) -> list[str]:
+    """A tiny run of one network for two styles: style_file ("first") and a second photo."""
+    second = write_photo(tmp_path / "second.png", size=(40, 56), seed=7)
+    single = tiny_overrides(tmp_path, photo_dir, style_file, steps=steps)
+    return [
+        *(o for o in single if not o.startswith(("style=", "style.image="))),
+        "style=multi",
+        "style.name=duo",
+        "style.names=[first,second]",
+        f"+style.catalog.first.image={style_file}",
+        f"+style.catalog.second.image={second}",
+    ]
 
 
 def test_multi_style_training_run_logs_per_style_and_stylize_uses_the_styles(
@@ -216,32 +245,21 @@ def test_multi_style_training_run_logs_per_style_and_stylize_uses_the_styles(
 ):
     from train import train
 
-    second = write_photo(tmp_path / "second.png", size=(40, 56), seed=7)
-    overrides = [
-        o for o in tiny_overrides(tmp_path, photo_dir, style_file, steps=6)
-        if not o.startswith(("style=", "style.image="))
-    ]  # fmt: skip
-    overrides += [
-        "style=multi",
-        "style.name=duo",
-        "style.names=[first,second]",
-        f"+style.catalog.first.image={style_file}",
-        f"+style.catalog.second.image={second}",
-        "model.channels=[8,16,16]",
-        "model.num_residual=1",
-        "optim.lr=1e-2",
-    ]
+    overrides = [*duo_overrides(tmp_path, photo_dir, style_file, steps=6), "optim.lr=1e-2"]
     result = train(make_cfg(overrides))
     out = tmp_path / "run"
     assert result["model_file"] == out / "duo.pth"
     raw = torch.load(result["model_file"], weights_only=True)
     assert raw["model_args"]["num_styles"] == 2
     assert raw["meta"]["styles"] == ["first", "second"] and raw["meta"]["style"] == "duo"
-    assert raw["meta"]["style_images"] == [str(style_file), str(second)]
+    assert raw["meta"]["style_images"] == [str(style_file), str(tmp_path / "second.png")]
 
     values, images = scalars(out)
-    per_style = [f"{tag}/{name}" for tag in ("style_loss", "val/loss", "val/style_loss")
-                 for name in ("first", "second")]  # fmt: skip
+    per_style = [
+        f"{tag}/{name}"
+        for tag in ("style_loss", "val/loss", "val/style_loss")
+        for name in ("first", "second")
+    ]
     for tag in [*per_style, "val/loss", "loss/total"]:
         assert tag in values, tag
     # Each step trains one style: 6 steps, 3 of each (every round of 2 visits both).
@@ -253,12 +271,25 @@ def test_multi_style_training_run_logs_per_style_and_stylize_uses_the_styles(
 
     photo = next(photo_dir.rglob("*.jpg"))
     outputs, stderr = {}, {}
-    options = {"i0": [], "i1": ["--style-index", "1"], "m10": ["--style-mix", "1,0"],
-               "mix": ["--style-mix", "0.5,0.5"]}  # fmt: skip
+    options = {
+        "i0": [],
+        "i1": ["--style-index", "1"],
+        "m10": ["--style-mix", "1,0"],
+        "mix": ["--style-mix", "0.5,0.5"],
+    }
     for name, option in options.items():
         dst = tmp_path / f"{name}.png"
-        proc = _stylize("--model", result["model_file"], "--input", photo, "--output", dst,
-                        "--precision", "fp32", *option)  # fmt: skip
+        proc = _stylize(
+            "--model",
+            result["model_file"],
+            "--input",
+            photo,
+            "--output",
+            dst,
+            "--precision",
+            "fp32",
+            *option,
+        )
         assert proc.returncode == 0, proc.stderr
         outputs[name], stderr[name] = np.asarray(Image.open(dst), dtype=np.float32), proc.stderr
     assert "(2 styles: 0 first, 1 second; using 1 second)" in stderr["i1"]
@@ -267,8 +298,16 @@ def test_multi_style_training_run_logs_per_style_and_stylize_uses_the_styles(
     assert np.abs(outputs["i0"] - outputs["i1"]).mean() > 0.1
     assert np.array_equal(outputs["i0"], outputs["m10"])
     assert not np.array_equal(outputs["mix"], outputs["i0"])
-    proc = _stylize("--model", result["model_file"], "--input", photo,
-                    "--output", tmp_path / "x.png", "--style-mix", "1,1,1")  # fmt: skip
+    proc = _stylize(
+        "--model",
+        result["model_file"],
+        "--input",
+        photo,
+        "--output",
+        tmp_path / "x.png",
+        "--style-mix",
+        "1,1,1",
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         f"error: {result['model_file']}: 3 style mixing weights for a model with 2 styles"
@@ -285,9 +324,13 @@ def test_multi_style_config_composes():
     # Every single-style config is in the catalog, with its download address.
     assert cfg.style.catalog.wave.url.startswith("https://") and len(cfg.style.catalog) == 8
     cfg = make_cfg(
-        ["style=multi", "style.names=[wave,monet]", "+style.catalog.monet.image=/x/monet.jpg",
-         "style.catalog.wave.image=/x/wave.jpg"]
-    )  # fmt: skip
+        [
+            "style=multi",
+            "style.names=[wave,monet]",
+            "+style.catalog.monet.image=/x/monet.jpg",
+            "style.catalog.wave.image=/x/wave.jpg",
+        ]
+    )
     from transformer_net.errors import ConfigError, TransformerNetError
     from transformer_net.preflight import prepare_inputs
 
@@ -315,16 +358,9 @@ def test_bf16_network_and_autocast_take_mixes():
 def test_per_style_losses_follow_log_every_n_steps(tmp_path, photo_dir, style_file):
     from train import train
 
-    second = write_photo(tmp_path / "second.png", size=(40, 56), seed=7)
-    overrides = [
-        o for o in tiny_overrides(tmp_path, photo_dir, style_file, steps=8)
-        if not o.startswith(("style=", "style.image=", "trainer.log_every_n_steps="))
-    ]  # fmt: skip
-    overrides += [
-        "style=multi", "style.name=duo", "style.names=[first,second]",
-        f"+style.catalog.first.image={style_file}", f"+style.catalog.second.image={second}",
-        "model.channels=[8,16,16]", "model.num_residual=1", "trainer.log_every_n_steps=2",
-    ]  # fmt: skip
+    overrides = duo_overrides(tmp_path, photo_dir, style_file, steps=8)
+    overrides = [o for o in overrides if not o.startswith("trainer.log_every_n_steps=")]
+    overrides.append("trainer.log_every_n_steps=2")
     train(make_cfg(overrides))
     values, _ = scalars(tmp_path / "run")
     steps = sorted(s for name in ("first", "second") for s, _ in values[f"style_loss/{name}"])

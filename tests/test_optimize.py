@@ -77,8 +77,20 @@ def test_cli_optimize_with_the_real_caffe_vgg(tmp_path, capsys):
     vgg = require(CAFFE_VGG)
     style = require(SHARED / "images" / "styles" / "starry_night.jpg")
     src = write_photo(tmp_path / "photo.png", size=(40, 32))
-    argv = ["--method", "optimize", "--style", style, "--style-size", 64, "--vgg-weights", vgg,
-            "--preprocessing", "caffe", "--iterations", 10]  # fmt: skip
+    argv = [
+        "--method",
+        "optimize",
+        "--style",
+        style,
+        "--style-size",
+        64,
+        "--vgg-weights",
+        vgg,
+        "--preprocessing",
+        "caffe",
+        "--iterations",
+        10,
+    ]
     proc = run_stylize(capsys, *argv, "--input", src, "--output", tmp_path / "out.png", check_rc=0)
     assert "  iteration 10/10: total " in proc.stderr and "optimization on " in proc.stderr
     assert Image.open(tmp_path / "out.png").size == (40, 32)
@@ -108,8 +120,18 @@ def _tiny_model_file(tmp_path, style_file):
 
 def _evaluate_argv(model, tmp_path, iterations: str) -> list[str]:
     """evaluate.py on the photos in tmp_path/photos at 32 px into tmp_path/eval."""
-    argv = ["--model", model, "--images", tmp_path / "photos", "--size", 32,
-            "--iterations", iterations, "--out", tmp_path / "eval"]  # fmt: skip
+    argv = [
+        "--model",
+        model,
+        "--images",
+        tmp_path / "photos",
+        "--size",
+        32,
+        "--iterations",
+        iterations,
+        "--out",
+        tmp_path / "eval",
+    ]
     return [str(a) for a in argv]
 
 

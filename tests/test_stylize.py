@@ -47,10 +47,25 @@ def test_entry_point_runs_and_imports_neither_lightning_nor_hydra(tiny_model, tm
     every module it imports): it must start fast, without the training stack."""
     src = write_photo(tmp_path / "in.png", size=(37, 23))
     proc = subprocess.run(
-        [sys.executable, "-X", "importtime", str(REPO / "stylize.py"), "--model", str(tiny_model),
-         "--input", str(src), "--output", str(tmp_path / "o.png"), "--precision", "fp32"],
-        capture_output=True, text=True, cwd=REPO, timeout=120,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-X",
+            "importtime",
+            str(REPO / "stylize.py"),
+            "--model",
+            str(tiny_model),
+            "--input",
+            str(src),
+            "--output",
+            str(tmp_path / "o.png"),
+            "--precision",
+            "fp32",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert f"[1/1] {src} -> {tmp_path / 'o.png'}  37x23" in proc.stdout
     assert Image.open(tmp_path / "o.png").size == (37, 23)
@@ -88,8 +103,18 @@ def test_examples_model_gives_reference_output(tmp_path, capsys):
     torch.save(sd, tmp_path / "candy.pth")
     src = write_photo(tmp_path / "p.png", size=(64, 48))
     # The reference is fp32; auto may pick bf16 (a GPU with --compile, an AVX512-BF16 CPU).
-    run_stylize(capsys, "--model", tmp_path / "candy.pth", "--input", src,
-                "--output", tmp_path / "o.png", "--precision", "fp32", check_rc=0)  # fmt: skip
+    run_stylize(
+        capsys,
+        "--model",
+        tmp_path / "candy.pth",
+        "--input",
+        src,
+        "--output",
+        tmp_path / "o.png",
+        "--precision",
+        "fp32",
+        check_rc=0,
+    )
     x = torch.from_numpy(np.array(Image.open(src).convert("RGB"))).permute(2, 0, 1)[None].float()
     with torch.no_grad():
         expected = reference_forward({k: v for k, v in sd.items() if "running" not in k}, x)
@@ -271,10 +296,15 @@ def exported(tmp_path_factory):
 
 @pytest.mark.parametrize(
     "name,runner",
-    [("pth", TorchStylizer), ("renamed.onnx", TorchStylizer), ("no_suffix", TorchStylizer),
-     ("onnx", OnnxStylizer), ("onnx_called.pth", OnnxStylizer),
-     ("torchscript", TorchScriptStylizer)],
-)  # fmt: skip
+    [
+        ("pth", TorchStylizer),
+        ("renamed.onnx", TorchStylizer),
+        ("no_suffix", TorchStylizer),
+        ("onnx", OnnxStylizer),
+        ("onnx_called.pth", OnnxStylizer),
+        ("torchscript", TorchScriptStylizer),
+    ],
+)
 def test_open_stylizer_picks_the_runner_by_content(exported, name, runner):
     stylizer = open_stylizer(exported[name], device="cpu", precision="fp32")
     assert type(stylizer) is runner
@@ -290,11 +320,15 @@ _TORCH = "--style-index, --style-mix and --tile-size apply to .pth/.ckpt models"
 
 @pytest.mark.parametrize(
     "options,message",
-    [({"precision": "bf16"}, _FP32 + "TorchScript files run in fp32"),
-     ({"compile": True}, _FP32 + "TorchScript files run in fp32"),
-     ({"cuda_graphs": True}, _FP32 + "TorchScript files run in fp32"),
-     ({"style": 1}, _TORCH), ({"style": [0.5, 0.5]}, _TORCH), ({"tile_size": 64}, _TORCH)],
-)  # fmt: skip
+    [
+        ({"precision": "bf16"}, _FP32 + "TorchScript files run in fp32"),
+        ({"compile": True}, _FP32 + "TorchScript files run in fp32"),
+        ({"cuda_graphs": True}, _FP32 + "TorchScript files run in fp32"),
+        ({"style": 1}, _TORCH),
+        ({"style": [0.5, 0.5]}, _TORCH),
+        ({"tile_size": 64}, _TORCH),
+    ],
+)
 def test_open_stylizer_refuses_options_a_runner_ignores(exported, options, message):
     for kind in ("onnx", "torchscript"):
         with pytest.raises(ConfigError) as e:
@@ -322,10 +356,17 @@ def _make_inputs(folder):
     frames = [Image.new("RGB", (16, 12), c) for c in ("red", "blue")]
     frames[0].save(folder / "anim.gif", save_all=True, append_images=frames[1:])
     return {
-        "rgb.jpg": "ok", "gray.png": "ok", "palette.png": "ok", "cmyk.jpg": "ok",
-        "sixteen.png": "ok", "one.png": "ok", "anim.png": "ok",
-        "zero.jpg": "empty file", "truncated.jpg": "cannot decode", "text.jpg": "not an image",
-    }  # fmt: skip
+        "rgb.jpg": "ok",
+        "gray.png": "ok",
+        "palette.png": "ok",
+        "cmyk.jpg": "ok",
+        "sixteen.png": "ok",
+        "one.png": "ok",
+        "anim.png": "ok",
+        "zero.jpg": "empty file",
+        "truncated.jpg": "cannot decode",
+        "text.jpg": "not an image",
+    }
 
 
 def test_every_kind_of_input_has_a_defined_outcome(tmp_path, tiny_model, capsys):
@@ -409,22 +450,36 @@ def test_folder_without_images_is_one_line_error(tmp_path, tiny_model, content, 
         (["--scale", "nan"], "error: argument --scale: must be a finite number > 0, got nan"),
         (["--scale", "0"], "error: argument --scale: must be a finite number > 0, got 0"),
         (["--scale", "-0.5"], "error: argument --scale: must be a finite number > 0, got -0.5"),
-        (["--scale", "1e6"], "error: argument --scale: 1e6 makes even a 1x1 image larger than "
-                             "the limit of 400 MP per image"),
+        (
+            ["--scale", "1e6"],
+            "error: argument --scale: 1e6 makes even a 1x1 image larger than "
+            "the limit of 400 MP per image",
+        ),
         (["--size", "0"], "error: argument --size: must be at least 1 pixel, got 0"),
         (["--size", "-8"], "error: argument --size: must be at least 1 pixel, got -8"),
         (["--size", "1e3"], "error: argument --size: expected a whole number of pixels, got '1e3'"),
-        (["--size", "100000"], "error: --size 100000: {src}: resizing 40x30 to 100000x75000 "
-                               "(7500 MP) exceeds the limit of 400 MP per image"),
-        (["--scale", "1000"], "error: --scale 1000: {src}: resizing 40x30 to 40000x30000 "
-                              "(1200 MP) exceeds the limit of 400 MP per image"),
-        (["--output", "{tmp}/out.xyz"], "error: --output {tmp}/out.xyz: Pillow cannot write "
-                                        "'.xyz' images (use .jpg, .png, .webp or .tif)"),
-        (["--output", "{tmp}/out.psd"], "error: --output {tmp}/out.psd: Pillow cannot write "
-                                        "'.psd' images"),
+        (
+            ["--size", "100000"],
+            "error: --size 100000: {src}: resizing 40x30 to 100000x75000 "
+            "(7500 MP) exceeds the limit of 400 MP per image",
+        ),
+        (
+            ["--scale", "1000"],
+            "error: --scale 1000: {src}: resizing 40x30 to 40000x30000 "
+            "(1200 MP) exceeds the limit of 400 MP per image",
+        ),
+        (
+            ["--output", "{tmp}/out.xyz"],
+            "error: --output {tmp}/out.xyz: Pillow cannot write "
+            "'.xyz' images (use .jpg, .png, .webp or .tif)",
+        ),
+        (
+            ["--output", "{tmp}/out.psd"],
+            "error: --output {tmp}/out.psd: Pillow cannot write '.psd' images",
+        ),
         (["--output", "{tmp}/out"], "error: --output {tmp}/out: no file extension"),
     ],
-)  # fmt: skip
+)
 def test_bad_size_scale_and_output_name_are_refused_before_the_model_loads(
     tmp_path, option, message, capsys
 ):
@@ -454,11 +509,14 @@ def test_too_large_resize_in_a_folder_fails_that_image_only(tmp_path, tiny_model
     "name,payload,message",
     [
         ("nan.pth", "nan", "weights hold NaN/inf (1 of 576 values of 'res1.conv1.conv2d.weight')"),
-        ("args.pth", "args",
-         "not a transformer-net model ('model_args' is a list, expected a dict)"),
+        (
+            "args.pth",
+            "args",
+            "not a transformer-net model ('model_args' is a list, expected a dict)",
+        ),
         ("sd.pth", "sd", "not a transformer-net model ('state_dict' is a list, expected a dict)"),
     ],
-)  # fmt: skip
+)
 def test_bad_model_contents_are_one_line_errors(
     tmp_path, tiny_model, name, payload, message, capsys
 ):

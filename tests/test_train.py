@@ -28,9 +28,11 @@ def make_cfg(overrides: list[str]):
 # A 2-conv VGG loss and a small network: what most tests need, at a fraction of the
 # compute of the default loss (10 convolutions up to relu4_3) and network.
 SHALLOW_LOSS = [
-    "~loss.style_layers", "+loss.style_layers={relu1_2:1.0}",
-    "~loss.content_layers", "+loss.content_layers={relu1_2:1.0}",
-]  # fmt: skip
+    "~loss.style_layers",
+    "+loss.style_layers={relu1_2:1.0}",
+    "~loss.content_layers",
+    "+loss.content_layers={relu1_2:1.0}",
+]
 SMALL_NET = ["model.channels=[8,16,16]", "model.num_residual=1"]
 
 
@@ -106,9 +108,18 @@ def test_train_writes_checkpoint_model_file_tensorboard_and_stylize_runs(
     assert best["global_step"] in (3, 6)  # selected by val/loss
 
     values, images = scalars(out)
-    for tag in ["loss/total", "loss/content", "loss/style", "loss/tv", "style_layers/relu1_2",
-                "style_layers/relu4_3", "opt/lr", "perf/images_per_sec", "val/loss",
-                "data/skipped_images"]:  # fmt: skip
+    for tag in [
+        "loss/total",
+        "loss/content",
+        "loss/style",
+        "loss/tv",
+        "style_layers/relu1_2",
+        "style_layers/relu4_3",
+        "opt/lr",
+        "perf/images_per_sec",
+        "val/loss",
+        "data/skipped_images",
+    ]:
         assert tag in values, tag
     assert "samples/content|stylized" in images and "style" in images
 
@@ -335,13 +346,16 @@ def tiny_module(style_file: Path, **kwargs):
 
     return StyleTransferModule(
         model={"channels": [4, 4, 4], "num_residual": 1},
-        loss={"vgg_weights": "random", "style_layers": {"relu1_2": 1.0},
-              "content_layers": {"relu1_2": 1.0}},
+        loss={
+            "vgg_weights": "random",
+            "style_layers": {"relu1_2": 1.0},
+            "content_layers": {"relu1_2": 1.0},
+        },
         style_images=[load_image(style_file, max_side=32)],
         style_names=["custom"],
         optimizer={"_target_": "torch.optim.Adam", "lr": 1e-3},
         **kwargs,
-    )  # fmt: skip
+    )
 
 
 @pytest.mark.parametrize("rule,expected", [("none", 1e-3), ("linear", 4e-3), ("sqrt", 2e-3)])
@@ -373,20 +387,33 @@ def test_compiled_channels_last_training_matches_eager(tmp_path, photo_dir, styl
 
 @pytest.mark.parametrize(
     "device",
-    ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
-        not torch.cuda.is_available(), reason="needs a CUDA GPU"))],
-)  # fmt: skip
+    [
+        "cpu",
+        pytest.param(
+            "cuda",
+            marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+        ),
+    ],
+)
 def test_auto_speed_switches_follow_the_training_device(style_file, photo_dir, device):
     import pytorch_lightning as pl
 
     from transformer_net.data import ImageFolderDataModule
 
     module = tiny_module(style_file, channels_last="auto", compile="auto")
-    data = ImageFolderDataModule(root=photo_dir, image_size=32, batch_size=2, num_workers=0,
-                                 val_count=2)  # fmt: skip
-    trainer = pl.Trainer(accelerator=device, devices=1, max_steps=1, logger=False,
-                         enable_checkpointing=False, enable_progress_bar=False,
-                         num_sanity_val_steps=0, limit_val_batches=0)  # fmt: skip
+    data = ImageFolderDataModule(
+        root=photo_dir, image_size=32, batch_size=2, num_workers=0, val_count=2
+    )
+    trainer = pl.Trainer(
+        accelerator=device,
+        devices=1,
+        max_steps=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+    )
     trainer.fit(module, datamodule=data)  # setup() decides before Lightning moves the module
     on_cuda = device == "cuda"
     assert module.channels_last is on_cuda and module.compile is on_cuda
@@ -410,8 +437,11 @@ def test_interrupted_training_saves_last_checkpoint_and_resumes(
         "trainer.val_check_interval=100000",
         "callbacks.model_checkpoint.every_n_train_steps=100000",  # no periodic saves
     ]
-    faults = ["+callbacks.signal._target_=tests.faults.SignalAtStep", "+callbacks.signal.step=3",
-              f"+callbacks.signal.signum={int(sig)}"]  # fmt: skip
+    faults = [
+        "+callbacks.signal._target_=tests.faults.SignalAtStep",
+        "+callbacks.signal.step=3",
+        f"+callbacks.signal.signum={int(sig)}",
+    ]
     handler = signal.getsignal(signal.SIGINT)
     try:
         code, _, err = train_cli([*args, *faults], capsys)
@@ -516,10 +546,18 @@ def test_sigkill_then_resume_gives_the_weights_of_an_uninterrupted_run(
 
     killed = [*base, "data.num_workers=1"]  # the order must not depend on workers
     proc = subprocess.run(
-        [sys.executable, "train.py", *killed, "+callbacks.kill._target_=tests.faults.KillAtStep",
-         f"+callbacks.kill.step={kill_step}"],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "train.py",
+            *killed,
+            "+callbacks.kill._target_=tests.faults.KillAtStep",
+            f"+callbacks.kill.step={kill_step}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     last = tmp_path / "run" / "checkpoints" / "last.ckpt"
     saved_step = kill_step // every * every
@@ -555,11 +593,15 @@ def test_slurm_requeue_signal_saves_requeues_and_the_requeued_job_resumes(
     env = {
         **os.environ,
         "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
-        "SLURM_NTASKS": "1", "SLURM_JOB_NAME": "train", "SLURM_JOB_ID": "4242",
-        "SLURM_NODELIST": "localhost", "SLURM_PROCID": "0", "SLURM_LOCALID": "0",
+        "SLURM_NTASKS": "1",
+        "SLURM_JOB_NAME": "train",
+        "SLURM_JOB_ID": "4242",
+        "SLURM_NODELIST": "localhost",
+        "SLURM_PROCID": "0",
+        "SLURM_LOCALID": "0",
         "SLURM_NODEID": "0",
-    }  # fmt: skip
-    marker = tmp_path / "training"
+    }
+    marker, log = tmp_path / "training", tmp_path / "train.log"
     args = [
         *tiny_overrides(tmp_path, photo_dir, style_file, steps=100_000),
         "model.channels=[4,8,8]",
@@ -567,11 +609,22 @@ def test_slurm_requeue_signal_saves_requeues_and_the_requeued_job_resumes(
         "trainer.val_check_interval=100000",
         "callbacks.model_checkpoint.every_n_train_steps=100000",
     ]
+    err_file = log.open("w")
     proc = subprocess.Popen(
-        [sys.executable, "train.py", *args, "+callbacks.mark._target_=tests.faults.MarkStep",
-         "+callbacks.mark.step=2", f"+callbacks.mark.path={marker}"],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "train.py",
+            *args,
+            "+callbacks.mark._target_=tests.faults.MarkStep",
+            "+callbacks.mark.step=2",
+            f"+callbacks.mark.path={marker}",
+        ],
+        cwd=REPO,
+        env=env,
+        # a file, not a pipe: a pipe nobody reads fills up and blocks the run mid-write
+        stdout=subprocess.DEVNULL,
+        stderr=err_file,
+    )
     deadline = time.monotonic() + 300
     while not marker.exists() and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.2)
@@ -579,8 +632,10 @@ def test_slurm_requeue_signal_saves_requeues_and_the_requeued_job_resumes(
     while not record.exists() and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.2)
     proc.kill()  # SLURM ends the job once it is requeued
-    _, err = proc.communicate(timeout=60)
-    assert record.read_text().split() == ["requeue", "4242"], err[-2000:]
+    proc.wait(timeout=60)
+    err_file.close()
+    assert record.is_file(), log.read_text()[-2000:]
+    assert record.read_text().split() == ["requeue", "4242"]
     hpc = tmp_path / "run" / "hpc_ckpt_1.ckpt"
     step = torch.load(hpc, weights_only=True)["global_step"]
     assert step >= 2

@@ -241,8 +241,12 @@ def _assert_offline_message(message: str, url: str, hint: str) -> None:
 def test_offline_train_names_the_config_key(offline, hub, tmp_path, style_file, photo_dir):
     from train import train
 
-    overrides = ["style=custom", f"style.image={style_file}", f"data.root={photo_dir}",
-                 f"output_dir={tmp_path}/run"]  # fmt: skip
+    overrides = [
+        "style=custom",
+        f"style.image={style_file}",
+        f"data.root={photo_dir}",
+        f"output_dir={tmp_path}/run",
+    ]
     with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
         cfg = compose(config_name="train", overrides=overrides)
     with pytest.raises(VGGWeightsError) as info:
@@ -255,8 +259,18 @@ def test_offline_stylize_names_its_options(offline, tmp_path, style_file, capsys
     from transformer_net.stylize_cli import main
 
     photo = write_photo(tmp_path / "photo.png")
-    argv = ["--method", "optimize", "--style", str(style_file), "--input", str(photo),
-            "--output", str(tmp_path / "out.png"), "--device", "cpu"]  # fmt: skip
+    argv = [
+        "--method",
+        "optimize",
+        "--style",
+        str(style_file),
+        "--input",
+        str(photo),
+        "--output",
+        str(tmp_path / "out.png"),
+        "--device",
+        "cpu",
+    ]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]  # after "downloading ..."
     assert err.startswith("error: ") and not (tmp_path / "out.png").exists()
@@ -274,12 +288,21 @@ def test_offline_evaluate_names_its_options(offline, tmp_path, style_file, capsy
     evaluate = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(evaluate)
     model = save_model_file(
-        TransformerNet(channels=(4, 8, 8), num_residual=1), tmp_path / "m.pth",
+        TransformerNet(channels=(4, 8, 8), num_residual=1),
+        tmp_path / "m.pth",
         meta={"style_image": str(style_file)},  # no loss settings: the default, caffe
-    )  # fmt: skip
+    )
     photo = write_photo(tmp_path / "photo.png")
-    argv = ["--model", str(model), "--images", str(photo), "--out", str(tmp_path / "eval"),
-            "--device", "cpu"]  # fmt: skip
+    argv = [
+        "--model",
+        str(model),
+        "--images",
+        str(photo),
+        "--out",
+        str(tmp_path / "eval"),
+        "--device",
+        "cpu",
+    ]
     assert evaluate.main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]  # after "downloading ..."
     assert err.startswith("error: ")

@@ -221,9 +221,13 @@ class ImagesPerSecond(pl.Callback):
         self._images = 0
 
     def on_train_batch_end(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
         batch_idx: int,
-    ) -> None:  # fmt: skip
+    ) -> None:
         now = time.perf_counter()
         if self._since is None:  # the first step, or the first after validation
             self._since, self._images = now, 0

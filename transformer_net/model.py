@@ -262,10 +262,10 @@ class ChannelPaddedConv2d(nn.Conv2d):
 
     The same math, the same parameters and state-dict keys. Convolutions with 3
     channels (the first and last 9x9 layers, VGG's conv1_1) do not fit the GPU's
-    tensor-core kernels, and on an H100 cuDNN runs them with generic kernels: two
-    of them take 3.1 of the 7.3 ms of a compiled 1920x1080 stylization
-    (docs/benchmarks.md). Padded to 8 channels they fit. A speed switch to be
-    measured (``scripts/benchmark.py`` configurations ``-pad8``), off by default.
+    tensor-core kernels, and cuDNN runs them with slow generic kernels (their share
+    of a stylization: docs/benchmarks.md). Padded to 8 channels they fit. A speed
+    switch to be measured (``scripts/benchmark.py`` configurations ``-pad8``), off
+    by default.
     """
 
     channel_multiple: int = 8
@@ -310,10 +310,10 @@ class SliceReflectionPad2d(nn.Module):
     """Reflection padding written as flipped slices and concatenations.
 
     The same values as ``nn.ReflectionPad2d``. Its backward adds slices, where
-    Inductor compiles ReflectionPad2d's backward into a scatter with atomic adds:
-    2.4 of the 21.8 ms of a compiled bf16 training step on an H100
-    (docs/benchmarks.md). A speed switch to be measured (``scripts/benchmark.py``
-    configurations ``-slicepad``), off by default.
+    Inductor compiles ReflectionPad2d's backward into a scatter with atomic adds
+    (its share of a compiled training step: docs/benchmarks.md). A speed switch to
+    be measured (``scripts/benchmark.py`` configurations ``-slicepad``), off by
+    default.
     """
 
     def __init__(self, padding: int):

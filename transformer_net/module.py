@@ -194,8 +194,8 @@ class StyleTransferModule(pl.LightningModule):
         if not logs_this_step(self.trainer):
             return losses["total"]
         # Only at the steps Lightning writes to the loggers: each self.log call
-        # costs ~0.7 ms of CPU (docs/benchmarks.md), 10 of them a step, and the NaN
-        # check above has just synchronized with the GPU, which waits meanwhile.
+        # costs CPU time (docs/benchmarks.md), 10 of them a step, and the NaN check
+        # above has just synchronized with the GPU, which waits meanwhile.
         self.log("loss/total", losses["total"], prog_bar=True, batch_size=bs)
         for key in ("content", "style", "tv"):
             self.log(f"loss/{key}", losses[key], batch_size=bs)

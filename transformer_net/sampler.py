@@ -72,9 +72,13 @@ class ResumableSampler(DistributedSampler):
 
     def __init__(self, *, length: int, seed: int = 0, num_replicas: int = 1, rank: int = 0):
         super().__init__(
-            _Length(length), num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed,
+            _Length(length),
+            num_replicas=num_replicas,
+            rank=rank,
+            shuffle=True,
+            seed=seed,
             drop_last=True,
-        )  # fmt: skip
+        )
         # Items of this rank's shard to skip at the start of the next iteration.
         self.start = 0
 
