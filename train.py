@@ -52,6 +52,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     Raises the project's errors (``transformer_net.errors``) for bad input.
     """
     quiet_lightning()
+    # Resolved first: a bad interpolation (e.g. optim.scheduler=cos) fails before any work.
+    config = OmegaConf.to_container(cfg, resolve=True)
     output_dir = Path(cfg.output_dir)
     # A SLURM job requeued after SIGUSR1 resumes from Lightning's hpc_ckpt_N.ckpt.
     requeued = SLURMEnvironment.detect() and any(output_dir.glob("hpc_ckpt_*.ckpt"))
@@ -59,8 +61,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     ckpt_path = resolve_resume(
         output_dir=output_dir,
         ckpt_path=cfg.ckpt_path,
-        model=OmegaConf.to_container(cfg.model, resolve=True),
-        loss=OmegaConf.to_container(cfg.loss, resolve=True),
+        model=config["model"],
+        loss=config["loss"],
         model_file=Path(cfg.model_file),
         overwrite=bool(cfg.get("overwrite", False)),
         requeued=requeued,
@@ -87,9 +89,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         cfg.trainer, callbacks=callbacks, logger=loggers, precision=precision
     )
     # The resolved config: hparams.yaml, and TensorBoard's HPARAMS tab against val/loss.
-    config = OmegaConf.to_container(cfg, resolve=True)
-    config["trainer"]["precision"] = precision
-    log_config(trainer.loggers, config)
+    log_config(
+        trainer.loggers, {**config, "trainer": {**config["trainer"], "precision": precision}}
+    )
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
 
@@ -146,9 +148,10 @@ def main(cfg: DictConfig) -> None:
         error = e.__cause__ if isinstance(e, InstantiationException) else e
         if not isinstance(error, (TransformerNetError, OmegaConfBaseException)):
             raise
+        message = first_line(error, limit=2000)
         key = getattr(error, "full_key", None)  # OmegaConf's: which config key
-        where = f" ({key})" if key and key not in str(error) else ""
-        print(f"error: {first_line(error, limit=2000)}{where}", file=sys.stderr)
+        where = f" (config key {key})" if key and key not in message else ""
+        print(f"error: {message}{where}", file=sys.stderr)
         sys.exit(getattr(error, "exit_code", 2))
     finally:
         # A run that failed before training leaves no folder holding only Hydra's files.

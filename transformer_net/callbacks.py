@@ -202,9 +202,8 @@ class SamplePanels(pl.Callback):
 
 
 def _image_writers(trainer: pl.Trainer) -> list:
-    """The loggers' writers that take images (TensorBoard's SummaryWriter)."""
-    writers = [getattr(logger, "experiment", None) for logger in trainer.loggers]
-    return [w for w in writers if hasattr(w, "add_image")]
+    """TensorBoard's SummaryWriters of the run (the loggers that take images)."""
+    return [lg.experiment for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
 
 
 class ImagesPerSecond(pl.Callback):

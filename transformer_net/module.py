@@ -83,7 +83,7 @@ class StyleTransferModule(pl.LightningModule):
         self.compile = _switch("compile", compile)
         if len(style_names) != len(style_images):
             raise ConfigError(f"{len(style_images)} style images but {len(style_names)} names")
-        _check_choice("nan_policy", nan_policy, ("stop", "skip"))
+        _check_choice("module.nan_policy", nan_policy, ("stop", "skip"))
         _check_choice("optim.lr_scaling", (lr_scaling or {}).get("rule", "none"), LR_SCALING)
         if float(optimizer.get("lr", 1.0)) <= 0:
             raise ConfigError(f"optim.lr must be > 0, got {optimizer['lr']}")
