@@ -49,11 +49,19 @@ def require(path: Path) -> Path:
     return path
 
 
+def load_script(name: str):
+    """Import scripts/<name>.py as a module (scripts import each other by plain name)."""
+    import importlib
+    import sys
+
+    if str(REPO / "scripts") not in sys.path:
+        sys.path.insert(0, str(REPO / "scripts"))
+    return importlib.import_module(name)
+
+
 def script_main(name: str):
     """``main(argv) -> exit code`` of scripts/<name>.py, to run the command in-process."""
-    import runpy
-
-    return runpy.run_path(str(REPO / "scripts" / f"{name}.py"), run_name=name)["main"]
+    return load_script(name).main
 
 
 @pytest.fixture(autouse=True)

@@ -1,21 +1,12 @@
 """scripts/benchmark.py and scripts/kernel_profile.py on the CPU, tiny sizes."""
 
-import importlib
 import json
 import math
-import sys
 
 import pytest
 import torch
 
-from tests.conftest import REPO
-
-
-def load_script(name: str):
-    """Import scripts/<name>.py (it imports scripts/benchmark.py by its plain name)."""
-    if str(REPO / "scripts") not in sys.path:
-        sys.path.insert(0, str(REPO / "scripts"))
-    return importlib.import_module(name)
+from tests.conftest import load_script
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import runpy
 import subprocess
 import sys
 import threading
@@ -17,6 +16,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from tests.conftest import script_main
 from transformer_net import download as dl
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -434,7 +434,7 @@ def test_offline_coco_sample_fails_in_one_line_and_leaves_no_folder(monkeypatch,
 # --- CLI ------------------------------------------------------------------------
 
 SCRIPT = REPO_ROOT / "scripts" / "download_coco.py"
-cli_main = runpy.run_path(str(SCRIPT))["main"]
+cli_main = script_main("download_coco")
 
 
 def test_cli_reports_download_error(server, tmp_path, capsys):

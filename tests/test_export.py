@@ -1,6 +1,5 @@
 """ONNX and TorchScript export: dynamic sizes match PyTorch, stylize.py runs the files."""
 
-import importlib.util
 import re
 import sys
 
@@ -9,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.conftest import REPO, write_photo
+from tests.conftest import script_main, write_photo
 from tests.test_stylize import run_stylize
 from transformer_net import stylize_cli
 from transformer_net.checkpoint import save_model_file
@@ -153,10 +152,7 @@ def test_missing_torchscript_file(tmp_path):
 
 @pytest.fixture
 def export_script():
-    spec = importlib.util.spec_from_file_location("export_model", REPO / "scripts/export_model.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
+    return script_main("export_model")
 
 
 def test_export_script_formats_from_suffix(net, tmp_path, export_script, capsys):

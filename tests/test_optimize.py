@@ -6,8 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.conftest import CAFFE_VGG, SHARED, require, write_photo
-from tests.test_benchmark import load_script
+from tests.conftest import CAFFE_VGG, SHARED, load_script, require, write_photo
 from tests.test_stylize import run_stylize
 from transformer_net.errors import ConfigError
 from transformer_net.loss import PerceptualLoss

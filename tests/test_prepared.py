@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import runpy
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.conftest import REPO, write_photo
+from tests.conftest import script_main, write_photo
 from transformer_net import prepared as prep
 from transformer_net.data import DataError, ImageFolderDataModule
 from transformer_net.prepared import PreparedDataset, is_prepared, prepare_dataset
@@ -172,7 +171,7 @@ def test_interrupted_prepare_is_not_prepared(prepared, source, monkeypatch):
     assert not is_prepared(prepared) and not (prepared / "images.u8.partial").exists()
 
 
-cli_main = runpy.run_path(str(REPO / "scripts" / "prepare_dataset.py"))["main"]
+cli_main = script_main("prepare_dataset")
 
 
 def test_cli(photo_dir, tmp_path, capsys):

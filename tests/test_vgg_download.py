@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import http.server
-import importlib.util
 import socket
 import threading
 from pathlib import Path
@@ -18,7 +17,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from tests.conftest import REPO, write_photo
+from tests.conftest import REPO, load_script, write_photo
 from transformer_net import vgg as vgg_mod
 from transformer_net.vgg import VGGFeatures, VGGWeightsError, build_vgg16_features, fetch_vgg16
 
@@ -284,9 +283,7 @@ def test_offline_evaluate_names_its_options(offline, tmp_path, style_file, capsy
     from transformer_net.checkpoint import save_model_file
     from transformer_net.model import TransformerNet
 
-    spec = importlib.util.spec_from_file_location("evaluate", REPO / "scripts" / "evaluate.py")
-    evaluate = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(evaluate)
+    evaluate = load_script("evaluate")
     model = save_model_file(
         TransformerNet(channels=(4, 8, 8), num_residual=1),
         tmp_path / "m.pth",

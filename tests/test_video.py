@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import SHARED, write_photo
-from tests.test_benchmark import load_script
+from tests.conftest import SHARED, load_script, write_photo
 from tests.test_stylize import run_stylize
 from transformer_net import stylize_cli, video_io
 from transformer_net.checkpoint import save_model_file
