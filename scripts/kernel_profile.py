@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.what == "stylize":
         w, h = bm.parse_size(args.size)
-        run, prepare = bm.make_inference(cfg, device, args.compile_mode)
+        run, prepare = bm.make_inference(cfg, device, compile_mode=args.compile_mode)
         x = prepare(torch.rand(1, 3, h, w, device=device) * 255)
         ms = time_calls(lambda: run(x), device, calls=4 * args.calls, warmup=warmup)
         print(f"stylize {cfg.name} {w}x{h} on {device}: {ms:.2f} ms", flush=True)

@@ -69,11 +69,50 @@ def test_benchmark_reports_every_configuration_against_the_baseline(benchmark, t
     assert "fp32-cl" in capsys.readouterr().out  # the table
 
 
+def test_presets_and_onnx_runtimes_are_configurations(benchmark, tmp_path, capsys):
+    """--presets runs each configuration per model preset; -onnx times the ONNX export."""
+    pytest.importorskip("onnxruntime")
+    out = tmp_path / "b.json"
+    argv = [
+        "--device",
+        "cpu",
+        "--skip-training",
+        "--presets",
+        "tiny,slim",
+        "--infer-configs",
+        "fp32,fp32-onnx",
+        "--sizes",
+        "32",
+        "--steps",
+        "1",
+        "--rounds",
+        "1",
+        "--warmup",
+        "1",
+        "--json",
+        str(out),
+    ]
+    assert benchmark.main(argv) == 0
+    payload = json.loads(out.read_text())
+    configs = [r["config"] for r in payload["results"]]
+    assert configs == ["tiny:fp32", "slim:fp32", "tiny:fp32-onnx", "slim:fp32-onnx"]
+    presets = {row["preset"]: row for row in payload["presets"]}
+    # slim (16/32/64, 3 blocks) has more parameters and arithmetic than tiny (8/16/32)
+    assert presets["slim"]["params"] > presets["tiny"]["params"] > 0
+    assert presets["slim"]["gflop_512"] > presets["tiny"]["gflop_512"] > 0
+    assert presets["tiny"]["gflop_1080p"] > presets["tiny"]["gflop_512"]
+    assert "GFLOP 512" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize(
     "argv,message",
     [
         (["--train-configs", "fp32-turbo"], "unknown configuration 'fp32-turbo'"),
-        (["--train-configs", "fp32-graph"], "-graph is for inference configurations only"),
+        (["--train-configs", "fp32-graph"], "-graph, -onnx, -int8 and peer are inference"),
+        (["--train-configs", "fp32-onnx"], "-graph, -onnx, -int8 and peer are inference"),
+        (["--infer-configs", "fp32-int8"], "-int8 is an ONNX runtime: add -onnx"),
+        (["--infer-configs", "bf16-onnx"], "-onnx runs the fp32 export"),
+        (["--infer-configs", "huge:fp32"], "unknown model preset 'huge'; known: half, johnson"),
         (["--infer-configs", "bf16-graph"], "-graph needs --device cuda"),
     ],
 )
