@@ -5,6 +5,8 @@ Lightning checkpoint along the way (or converts a PyTorch-examples state dict),
 or exports the network as ONNX (onnxruntime and other runtimes; dynamic batch,
 height and width) or TorchScript (torch.jit.load in Python or libtorch C++).
 ONNX and TorchScript outputs are checked against PyTorch on a random image.
+With --quantize int8 the ONNX file is quantized (onnxruntime, calibrated on
+photos) and its outputs compared with fp32's on photos it was not calibrated on.
 """
 
 from __future__ import annotations
@@ -12,13 +14,15 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from transformer_net.checkpoint import load_model, save_model_file
-from transformer_net.errors import TransformerNetError
+from transformer_net.errors import ConfigError, TransformerNetError
 
 FORMATS = ("pth", "onnx", "torchscript")
 _SUFFIX_FORMATS = {".onnx": "onnx", ".pt": "torchscript", ".ts": "torchscript", ".pth": "pth"}
@@ -31,7 +35,12 @@ examples:
   python scripts/export_model.py outputs/wave/wave.pth wave.pt            # TorchScript
   python scripts/export_model.py wave.pth wave.model --format onnx
   python scripts/export_model.py wave.pth wave.onnx --benchmark 512     # + CPU latency
+  python scripts/export_model.py wave.pth wave_int8.onnx --quantize int8 \
+      --calibration data/coco_sample --benchmark 512      # int8, calibrated on 32 photos
 """
+# int8 outputs further than this from fp32's are visibly different (a warning, not an error).
+PSNR_WARNING_DB = 30.0
+HELD_OUT = 4  # photos the int8 file is compared on
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,27 +76,51 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="CPU threads for both PyTorch and onnxruntime (default: their own defaults)",
     )
+    q = parser.add_argument_group("int8 quantization (ONNX, onnxruntime static quantization)")
+    q.add_argument("--quantize", choices=["int8"], default=None, help="write an int8 ONNX file")
+    q.add_argument(
+        "--calibration",
+        metavar="PHOTO_FOLDER",
+        help="photos whose activations set the int8 ranges (searched recursively)",
+    )
+    q.add_argument(
+        "--calibration-count", type=int, default=32, metavar="N", help="photos used (32)"
+    )
+    q.add_argument(
+        "--calibration-size",
+        type=int,
+        default=256,
+        metavar="S",
+        help="side of the centre crops they are resized to (256)",
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    fmt = args.format or _SUFFIX_FORMATS.get(Path(args.output).suffix.lower())
-    if fmt is None:
-        print(
-            f"error: {args.output}: unknown suffix; use .pth, .onnx, .pt or .ts, or pass --format",
-            file=sys.stderr,
-        )
-        return 2
-    if Path(args.output).exists() and not args.overwrite:
-        print(f"error: {args.output}: already exists (pass --overwrite)", file=sys.stderr)
-        return 2
     try:
-        model, meta = load_model(args.checkpoint)
+        return run(args)
     except TransformerNetError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
+
+
+def run(args: argparse.Namespace) -> int:
+    """Write the file the arguments ask for, then check (and time) it: the exit code."""
+    fmt = args.format or _SUFFIX_FORMATS.get(Path(args.output).suffix.lower())
+    if fmt is None:
+        raise ConfigError(
+            f"{args.output}: unknown suffix; use .pth, .onnx, .pt or .ts, or pass --format"
+        )
+    _check_quantize_options(args, fmt)
+    if Path(args.output).exists() and not args.overwrite:
+        raise ConfigError(f"{args.output}: already exists (pass --overwrite)")
+    model, meta = load_model(args.checkpoint)
     meta = {**meta, "exported_from": str(args.checkpoint)}
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.quantize:
+        return export_int8(model, meta, args)
     if fmt == "pth":
         path = save_model_file(model, args.output, meta=meta)
     else:
@@ -97,20 +130,99 @@ def main(argv: list[str] | None = None) -> int:
             path = export_onnx(model, args.output, opset=args.opset or ONNX_OPSET, meta=meta)
         else:
             path = export_torchscript(model, args.output, meta=meta)
-    size_mb = path.stat().st_size / 1e6
-    print(f"wrote {path} ({fmt}, {size_mb:.1f} MB, {model.config})")
+    _print_written(path, fmt, model)
     if fmt == "pth":
         return 0
-    if args.threads:
-        torch.set_num_threads(args.threads)
     runner = exported_runner(path, fmt, threads=args.threads)
     if runner is None:
         return 0
     model = model.float().eval()
     rc = verify(model, *runner)
     if args.benchmark:
-        benchmark(model, *runner, size=args.benchmark, runs=args.runs)
+        benchmark({"PyTorch fp32 eager": model, runner[0]: runner[1]}, **_timing(args))
     return rc
+
+
+def _print_written(path: Path, what: str, model) -> None:
+    print(f"wrote {path} ({what}, {path.stat().st_size / 1e6:.1f} MB, {model.config})")
+
+
+def _timing(args: argparse.Namespace) -> dict:
+    return {"size": args.benchmark, "runs": args.runs}
+
+
+def _check_quantize_options(args: argparse.Namespace, fmt: str) -> None:
+    """--quantize and --calibration go together, and only with ONNX."""
+    if args.quantize and fmt != "onnx":
+        raise ConfigError(f"{args.output}: --quantize int8 writes ONNX files (.onnx)")
+    if args.quantize and not args.calibration:
+        raise ConfigError("--quantize int8 needs --calibration PHOTO_FOLDER")
+    if args.calibration and not args.quantize:
+        raise ConfigError("--calibration is for --quantize int8")
+    if args.calibration_count < 1 or args.calibration_size < 1:
+        raise ConfigError("--calibration-count and --calibration-size must be >= 1")
+
+
+def export_int8(model, meta: dict, args: argparse.Namespace) -> int:
+    """fp32 ONNX (checked against PyTorch), quantized to args.output, compared on photos."""
+    from transformer_net.export import (
+        ONNX_INSTALL_HINT,
+        ONNX_OPSET,
+        export_onnx,
+        photo_files,
+        quantize_onnx,
+    )
+
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        raise ConfigError(f"--quantize int8 needs onnxruntime: {ONNX_INSTALL_HINT}") from None
+    photos = photo_files(args.calibration)
+    count, size = args.calibration_count, args.calibration_size
+    with tempfile.TemporaryDirectory(prefix="export-int8.") as tmp:
+        fp32 = export_onnx(
+            model, Path(tmp) / "fp32.onnx", opset=args.opset or ONNX_OPSET, meta=meta
+        )
+        fp32_runner = exported_runner(fp32, "onnx", threads=args.threads)
+        model = model.float().eval()
+        rc = verify(model, *fp32_runner)
+        path = quantize_onnx(fp32, args.output, photos=photos, size=size, count=count)
+        _print_written(path, f"onnx int8, calibrated on {min(count, len(photos))} photos", model)
+        compare_int8(fp32, path, photos, count=count, size=size, threads=args.threads)
+        if args.benchmark:
+            int8_runner = exported_runner(path, "onnx", threads=args.threads)
+            contenders = {"PyTorch fp32 eager": model, "onnxruntime fp32": fp32_runner[1]}
+            benchmark({**contenders, "onnxruntime int8": int8_runner[1]}, **_timing(args))
+    return rc
+
+
+def compare_int8(
+    fp32: Path, int8: Path, photos: list[Path], *, count: int, size: int, threads: int | None
+) -> float:
+    """Mean PSNR of int8 against fp32 outputs on photos left out of calibration, if any;
+    printed, with a warning (not an error) below PSNR_WARNING_DB."""
+    from transformer_net.export import calibration_image, output_psnr
+    from transformer_net.runners import OnnxStylizer
+
+    held_out = photos[count : count + HELD_OUT]
+    which = f"{len(held_out)} photos not used for calibration"
+    if not held_out:
+        held_out = photos[:HELD_OUT]
+        which = f"{len(held_out)} of the calibration photos (the folder has no others)"
+    runners = [OnnxStylizer(model_path=p, device="cpu", threads=threads) for p in (fp32, int8)]
+    values = []
+    for photo in held_out:
+        image = torch.from_numpy(calibration_image(photo, size)).to(torch.uint8)
+        values.append(output_psnr(*(r.batch(image) for r in runners)))
+    mean = statistics.fmean(values)
+    print(f"int8 vs fp32 outputs on {which}, {size}x{size}: mean PSNR {mean:.1f} dB")
+    if mean < PSNR_WARNING_DB:
+        print(
+            f"warning: {int8}: mean PSNR {mean:.1f} dB is below {PSNR_WARNING_DB:g} dB: int8 "
+            "outputs visibly differ from fp32 (more or other calibration photos may help)",
+            file=sys.stderr,
+        )
+    return mean
 
 
 def exported_runner(path: Path, fmt: str, *, threads: int | None = None):
@@ -148,28 +260,27 @@ def verify(model, runtime: str, run, size: tuple[int, int] = (131, 97)) -> int:
     return 0 if ok else 1
 
 
-def benchmark(model, runtime: str, run, *, size: int, runs: int) -> None:
-    """Median CPU latency of PyTorch fp32 (eager) and the exported file, runs interleaved."""
+def benchmark(contenders: dict[str, Callable], *, size: int, runs: int) -> None:
+    """Median CPU latency of each (B, 3, H, W) float function, runs interleaved; the first
+    is the baseline of the speed ratios and of the differences."""
     x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0)) * 255
-    contenders = {"PyTorch fp32 eager": model, runtime: run}
     times: dict[str, list[float]] = {name: [] for name in contenders}
     with torch.inference_mode():
         # warm-up (allocations, oneDNN/ORT kernel choice) and the outputs to compare
-        expected, got = (fn(x) for fn in contenders.values())
+        outputs = {name: fn(x) for name, fn in contenders.items()}
         for _ in range(runs):
             for name, fn in contenders.items():
                 start = time.perf_counter()
                 fn(x)
                 times[name].append(time.perf_counter() - start)
-    base = statistics.median(times["PyTorch fp32 eager"])
-    diff = (got - expected).abs().max().item()
-    print(
-        f"{size}x{size}, median of {runs} runs, {torch.get_num_threads()} threads "
-        f"(max abs difference {diff:.2e}):"
-    )
+    first = next(iter(contenders))
+    base = statistics.median(times[first])
+    print(f"{size}x{size}, median of {runs} runs, {torch.get_num_threads()} threads:")
     for name, t in times.items():
         med = statistics.median(t)
-        print(f"  {name:<20} {med * 1000:8.0f} ms  ({base / med:.2f}x)")
+        diff = (outputs[name] - outputs[first]).abs().max().item()
+        note = f", max abs difference {diff:.2e}" if name != first else ""
+        print(f"  {name:<20} {med * 1000:8.0f} ms  ({base / med:.2f}x{note})")
 
 
 if __name__ == "__main__":

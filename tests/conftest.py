@@ -77,3 +77,10 @@ def _signal_dispositions_restored(request):
     for s in watched:
         signal.signal(s, before[s])
     assert not changed, f"{request.node.nodeid} left signal handlers changed: {changed}"
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory, monkeypatch):
+    """Downloads and cached ONNX exports go to a folder of this test session, never to
+    the user's ~/.cache (tests that need their own set TRANSFORMER_NET_CACHE again)."""
+    monkeypatch.setenv("TRANSFORMER_NET_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))

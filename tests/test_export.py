@@ -108,7 +108,7 @@ def test_stylize_runs_onnx_model(onnx_file, tmp_path, capsys):
     src = write_photo(tmp_path / "in.jpg", size=(37, 23))
     argv = ["--model", onnx_file, "--input", src, "--output", tmp_path / "o.png"]
     proc = run_stylize(capsys, *argv, check_rc=0)
-    assert f"model {onnx_file} on cpu (float32); 1 image(s)" in proc.stderr
+    assert f"model {onnx_file} (onnxruntime) on cpu (float32); 1 image(s)" in proc.stderr
     assert Image.open(tmp_path / "o.png").size == (37, 23)
 
 

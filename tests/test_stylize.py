@@ -196,6 +196,7 @@ def test_a_bug_keeps_its_traceback(tmp_path, tiny_model, monkeypatch, capsys):
     monkeypatch.setattr(TorchStylizer, "_one_pass", broken)
     src = write_photo(tmp_path / "in.png")
     argv = ["--model", str(tiny_model), "--input", str(src), "--output", str(tmp_path / "o.png")]
+    argv += ["--runtime", "torch"]  # the runner patched above
     with pytest.raises(RuntimeError, match="a bug in the runner"):
         stylize_cli.main(argv)
     assert "error:" not in capsys.readouterr().err
@@ -306,11 +307,13 @@ def exported(tmp_path_factory):
     ],
 )
 def test_open_stylizer_picks_the_runner_by_content(exported, name, runner):
-    stylizer = open_stylizer(exported[name], device="cpu", precision="fp32")
+    # runtime torch: PyTorch files in PyTorch (auto prefers onnxruntime on a CPU: test_runtime.py)
+    runtime = "torch" if runner is TorchStylizer else "auto"
+    stylizer = open_stylizer(exported[name], device="cpu", precision="fp32", runtime=runtime)
     assert type(stylizer) is runner
     assert stylizer.supports_video and stylizer.num_styles == 1
     image = torch.randint(0, 256, (3, 21, 17), dtype=torch.uint8)
-    reference = open_stylizer(exported["pth"], device="cpu", precision="fp32")
+    reference = open_stylizer(exported["pth"], device="cpu", precision="fp32", runtime="torch")
     assert (stylizer(image).int() - reference(image).int()).abs().max() <= 1
 
 

@@ -15,6 +15,7 @@ import os
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Protocol
 
 import torch
@@ -36,6 +37,39 @@ from .tiling import (
 )
 
 DEVICE_HELP = "auto, cpu, cuda, cuda:N or mps"
+
+
+def default_threads() -> int:
+    """CPU threads for a stylization: one per physical core this process may use.
+
+    The cores are those of the CPUs in the process's affinity mask (``taskset``,
+    container cpusets), counted once per core where Linux says which CPUs are
+    hyperthreads of one core (a second thread on a core shares its vector
+    units: no faster for convolutions), and capped by a cgroup CPU quota
+    (``docker --cpus``). Elsewhere (macOS, Windows): ``os.cpu_count()``.
+    """
+    try:
+        cpus = os.sched_getaffinity(0)
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+    cores = set()
+    for cpu in cpus:
+        topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+        try:
+            package = (topology / "physical_package_id").read_text().strip()
+            cores.add((package, (topology / "core_id").read_text().strip()))
+        except OSError:  # no topology in /sys: every CPU counts
+            cores.add((str(cpu), ""))
+    return max(1, min(len(cores), _cgroup_cpu_quota() or len(cores)))
+
+
+def _cgroup_cpu_quota() -> int | None:
+    """CPUs granted by a cgroup v2 quota (``cpu.max``: "200000 100000" is 2), rounded up."""
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        return math.ceil(int(quota) / int(period))
+    except (OSError, ValueError, ZeroDivisionError):  # no cgroup v2, or "max": no quota
+        return None
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -183,6 +217,8 @@ class Stylizer(Protocol):
       ``style``, the style in use: an index, (N,) mixing weights, or None (style 0).
     - ``supports_video``: whether it stylizes frames at model speed. False for
       optimization (minutes per image): callers refuse videos instead.
+    - ``runtime``: what computes, in words for people (``pytorch``,
+      ``onnxruntime``, ``onnxruntime, cached ONNX export``, ``torch.jit``).
 
     ``__call__`` and ``timed`` here are defaults that runners inherit by
     subclassing the protocol.
@@ -194,6 +230,7 @@ class Stylizer(Protocol):
     style_names: list[str] | None
     style: int | torch.Tensor | None
     supports_video: bool
+    runtime: str = "pytorch"
 
     def batch(self, frames: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) uint8 RGB -> (B, 3, H, W) uint8 RGB on the CPU."""

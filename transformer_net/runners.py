@@ -4,11 +4,16 @@ The files come from ``export.py``: a TransformerNet (Johnson et al. 2016) traced
 into a graph that runs without this package's Python code. The runners give
 them the :class:`inference.Stylizer` interface, so ``stylize.py`` treats them
 like a PyTorch model file. :func:`open_stylizer` picks the runner for a file by
-its content, not its name: a ``.pth`` renamed to ``.onnx`` still loads.
+its content, not its name: a ``.pth`` renamed to ``.onnx`` still loads. For a
+PyTorch model file on the CPU it picks onnxruntime where that is faster
+(:func:`pick_runtime`), running an ONNX export of the file kept in the user's
+cache (:func:`cached_onnx_export`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import os
 import warnings
 import zipfile
@@ -18,12 +23,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from .checkpoint import check_model_path, refuse_nonfinite
-from .errors import ConfigError, ModelFileError, first_line
+from .checkpoint import check_model_path, load_model, read_model_file, refuse_nonfinite
+from .download import cache_dir
+from .errors import ConfigError, DiskFullError, ModelFileError, first_line
+from .export import EXPORT_VERSION, ONNX_INSTALL_HINT, export_onnx
 from .image import to_uint8
-from .inference import Stylizer, TorchStylizer, pick_device
+from .inference import Stylizer, TorchStylizer, pick_device, pick_precision
 
-ONNX_INSTALL_HINT = 'pip install "transformer-net[onnx]"'
+RUNTIMES = ("auto", "torch", "onnxruntime")
+CACHED_EXPORT = "onnxruntime, cached ONNX export"  # the runtime named on stylize.py's first line
 # What each kind of file can be asked for; the rest are errors naming the file.
 _FP32_ONLY = (
     "--precision, --compile and --cuda-graphs apply to .pth/.ckpt models; "
@@ -69,34 +77,184 @@ def model_file_kind(path: str | os.PathLike) -> str:
     return "torch"
 
 
-def open_stylizer(path: str | os.PathLike, *, device: str = "auto", **options) -> Stylizer:
-    """The runner for the model file at ``path``, chosen by content (:func:`model_file_kind`).
+def open_stylizer(
+    path: str | os.PathLike,
+    *,
+    device: str = "auto",
+    runtime: str = "auto",
+    threads: int | None = None,
+    **options,
+) -> Stylizer:
+    """The runner for the model file at ``path``, chosen by content (:func:`model_file_kind`)
+    and ``runtime`` (:func:`pick_runtime`).
 
     PyTorch files (.pth, .ckpt, examples state dicts) get an
     :class:`inference.TorchStylizer`, which takes every option (``precision``,
-    ``compile``, ``cuda_graphs``, ``style``, ``tile_size``, ``progress``). ONNX
-    and TorchScript files run in fp32 as traced: asking them for another
-    precision, compilation, CUDA graphs, a style other than 0 or tiles is a
-    :class:`ConfigError` naming the file (``progress`` is accepted: they never tile).
+    ``compile``, ``cuda_graphs``, ``style``, ``tile_size``, ``progress``), or,
+    where onnxruntime runs them faster, an :class:`OnnxStylizer` of their cached
+    fp32 ONNX export (:func:`cached_onnx_export`). ONNX and TorchScript files run
+    in fp32 as traced: asking them for another precision, compilation, CUDA
+    graphs, a style other than 0 or tiles is a :class:`ConfigError` naming the
+    file (``progress`` is accepted: they never tile). ``threads``: onnxruntime's
+    threads (None: its default, one per physical core); PyTorch's are set for
+    the whole process with ``torch.set_num_threads``.
     """
+    chosen = pick_runtime(path, runtime=runtime, device=device, **options)
+    if chosen == "torch":
+        return TorchStylizer(model_path=path, device=device, **options)
+    _refuse_torch_options(path, options, forced=model_file_kind(path) == "torch")
+    if chosen == "torchscript":
+        return TorchScriptStylizer(model_path=path, device=device)
+    if model_file_kind(path) == "onnx":
+        return OnnxStylizer(model_path=path, device=device, threads=threads)
+    return _cached_onnx_stylizer(Path(path), device=device, threads=threads)
+
+
+def pick_runtime(
+    path: str | os.PathLike, *, runtime: str = "auto", device: str = "auto", **options
+) -> str:
+    """``"torch"``, ``"onnxruntime"`` or ``"torchscript"``: what runs the model file at ``path``.
+
+    ONNX and TorchScript files run in their own runtime (``runtime`` may name it
+    or be ``auto``). A PyTorch model file runs in PyTorch with ``runtime="torch"``,
+    in onnxruntime (its cached ONNX export) with ``"onnxruntime"``, and with
+    ``"auto"`` in onnxruntime where that was measured faster: on the CPU, in
+    fp32, with none of the options only PyTorch has (``precision`` bf16/fp16,
+    ``compile``, ``cuda_graphs``, ``tile_size``, a ``style``), onnxruntime
+    installed (docs/benchmarks.md). Elsewhere (GPUs, bf16 on CPUs that compute
+    it natively) PyTorch is the faster or the only way; multi-style models stay
+    in PyTorch too (their first line lists the styles). Errors are
+    :class:`ConfigError` naming the file.
+    """
+    if runtime not in RUNTIMES:
+        raise ConfigError(f"--runtime must be one of {', '.join(RUNTIMES)}; got {runtime!r}")
     kind = model_file_kind(path)
     if kind == "torch":
-        return TorchStylizer(model_path=path, device=device, **options)
-    _refuse_torch_options(path, options)
-    runner = OnnxStylizer if kind == "onnx" else TorchScriptStylizer
-    return runner(model_path=path, device=device)
+        if runtime == "auto":
+            faster = _onnx_is_faster(device, options) and _num_styles(path) == 1
+            return "onnxruntime" if faster else "torch"
+        if runtime == "onnxruntime" and not _has_onnxruntime():
+            raise ConfigError(
+                f"{path}: --runtime onnxruntime needs onnxruntime: {ONNX_INSTALL_HINT}"
+            )
+        return runtime
+    native = "onnxruntime" if kind == "onnx" else "torchscript"
+    if runtime not in ("auto", native):
+        what = "an ONNX" if kind == "onnx" else "a TorchScript"
+        raise ConfigError(
+            f"{path}: --runtime {runtime} cannot run {what} file; --runtime torch and "
+            "onnxruntime choose how a .pth/.ckpt model runs (use --runtime auto)"
+        )
+    return native
 
 
-def _refuse_torch_options(path: str | os.PathLike, options: dict[str, Any]) -> None:
-    """:class:`ConfigError` for options of a PyTorch model that a traced file cannot honour."""
+def _onnx_is_faster(device: str, options: dict[str, Any]) -> bool:
+    """Whether onnxruntime fp32 beats PyTorch for a PyTorch model file (``runtime="auto"``).
+
+    A style asked for, even 0, keeps PyTorch (its first line lists the styles).
+    """
+    if _torch_only_flags(options) or options.get("style") is not None:
+        return False
+    if not _has_onnxruntime():
+        return False
+    where = pick_device(device)
+    precision = pick_precision(options.get("precision", "auto"), where)
+    return where.type == "cpu" and precision == torch.float32
+
+
+def _num_styles(path: str | os.PathLike) -> int:
+    """Styles of the network in a PyTorch model file (read, not built)."""
+    args, _, _ = read_model_file(path)
+    return int(args.get("num_styles", 1))
+
+
+def _has_onnxruntime() -> bool:
+    try:
+        return importlib.util.find_spec("onnxruntime") is not None
+    except ValueError:  # sys.modules["onnxruntime"] is None (hidden): not importable
+        return False
+
+
+def _torch_only_flags(options: dict[str, Any]) -> list[str]:
+    """The stylize.py options among ``options`` that only a TorchStylizer honours."""
+    flags = {
+        "--precision": options.get("precision", "auto") not in ("auto", "fp32"),
+        "--compile": bool(options.get("compile")),
+        "--cuda-graphs": bool(options.get("cuda_graphs")),
+        "--style-index/--style-mix": bool(options.get("style")),
+        "--tile-size": bool(options.get("tile_size")),
+    }
+    return [flag for flag, given in flags.items() if given]
+
+
+def _refuse_torch_options(
+    path: str | os.PathLike, options: dict[str, Any], *, forced: bool
+) -> None:
+    """:class:`ConfigError` for options of a PyTorch model that a traced file cannot honour.
+
+    ``forced``: a PyTorch model file sent to onnxruntime by ``runtime="onnxruntime"``.
+    """
     unknown = set(options) - _TORCH_OPTIONS
     if unknown:  # a caller's typo, as for any function: TypeError
         raise TypeError(f"open_stylizer() got unexpected options {sorted(unknown)}")
-    precision = options.get("precision", "auto")
-    if precision not in ("auto", "fp32") or options.get("compile") or options.get("cuda_graphs"):
+    flags = _torch_only_flags(options)
+    if flags and forced:
+        raise ConfigError(
+            f"{path}: --runtime onnxruntime runs the model in fp32, style 0, in one pass; "
+            f"for {', '.join(flags)} use --runtime torch or auto"
+        )
+    if set(flags) & {"--precision", "--compile", "--cuda-graphs"}:
         raise ConfigError(f"{path}: {_FP32_ONLY}")
-    if options.get("style") or options.get("tile_size"):
+    if flags:
         raise ConfigError(f"{path}: {_TORCH_ONLY}")
+
+
+def onnx_cache_path(model_path: str | os.PathLike) -> Path:
+    """Where the ONNX export of a PyTorch model file is cached: keyed by the SHA-256 of
+    the file's bytes and the exporter (``export.EXPORT_VERSION``, torch's version), so a
+    retrained or edited file, or a changed exporter, gets an entry of its own."""
+    digest = hashlib.sha256(f"{EXPORT_VERSION} {torch.__version__}\n".encode())
+    with open(model_path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return cache_dir() / "onnx" / f"{digest.hexdigest()}.onnx"
+
+
+def cached_onnx_export(model_path: str | os.PathLike, *, rebuild: bool = False) -> Path:
+    """The fp32 ONNX export of a PyTorch model file, from the cache or written there now.
+
+    Written atomically (``export.export_onnx``), so a crash leaves no partial
+    entry; ``rebuild`` replaces an entry that onnxruntime could not load. The
+    folder (``download.cache_dir() / "onnx"``) may be deleted at any time.
+    """
+    path = Path(model_path)
+    check_model_path(path)
+    cached = onnx_cache_path(path)
+    if cached.is_file() and not rebuild:
+        return cached
+    model, meta = load_model(path)
+    try:
+        export_onnx(model, cached, meta=meta)
+    except DiskFullError:
+        raise
+    except OSError as e:  # a read-only home, say
+        raise ModelFileError(
+            f"{cached.parent}: cannot write the ONNX export of {path} there ({e.strerror or e}); "
+            "set TRANSFORMER_NET_CACHE to a writable folder or use --runtime torch"
+        ) from None
+    return cached
+
+
+def _cached_onnx_stylizer(path: Path, *, device: str, threads: int | None) -> OnnxStylizer:
+    """An OnnxStylizer of the cached export of ``path``; a damaged entry is rebuilt once."""
+    cached = cached_onnx_export(path)
+    try:
+        stylizer = OnnxStylizer(model_path=cached, device=device, threads=threads)
+    except ModelFileError:  # the write was atomic; the disk or a person may still damage it
+        rebuilt = cached_onnx_export(path, rebuild=True)
+        stylizer = OnnxStylizer(model_path=rebuilt, device=device, threads=threads)
+    stylizer.runtime = CACHED_EXPORT
+    return stylizer
 
 
 class _TracedStylizer(Stylizer):
@@ -110,13 +268,19 @@ class _TracedStylizer(Stylizer):
 
 
 class OnnxStylizer(_TracedStylizer):
-    """An ``.onnx`` file (``export.export_onnx``) run by onnxruntime.
+    """An ``.onnx`` file (``export.export_onnx``, ``export.quantize_onnx``) run by onnxruntime.
 
-    fp32 only. ``device``: ``cpu``, or ``cuda``/``auto`` where onnxruntime has
-    the CUDA execution provider (the ``onnxruntime-gpu`` package).
+    Input and output in fp32 (an int8 file quantizes inside its graph; then
+    :attr:`runtime` says so). ``device``: ``cpu``, or ``cuda``/``auto`` where
+    onnxruntime has the CUDA execution provider (the ``onnxruntime-gpu``
+    package). ``threads``: onnxruntime's intra-op threads (None: its default).
     """
 
-    def __init__(self, *, model_path: str | os.PathLike, device: str = "auto"):
+    runtime = "onnxruntime"
+
+    def __init__(
+        self, *, model_path: str | os.PathLike, device: str = "auto", threads: int | None = None
+    ):
         self.path = path = Path(model_path)
         try:
             import onnxruntime as ort
@@ -132,17 +296,7 @@ class OnnxStylizer(_TracedStylizer):
                 "(install onnxruntime-gpu)"
             )
         use_gpu = gpu and (device == "auto" or device.startswith("cuda"))
-        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if use_gpu else None
-        options = ort.SessionOptions()
-        options.log_severity_level = 3  # errors only: no warnings on stderr per session
-        try:
-            self.session = ort.InferenceSession(
-                str(path), options, providers=providers or ["CPUExecutionProvider"]
-            )
-        except Exception as e:  # onnxruntime raises its own exception types
-            raise ModelFileError(
-                f"{path}: corrupt or not an ONNX model ({first_line(e)})"
-            ) from None
+        self.session = _session(ort, path, gpu=use_gpu, threads=threads)
         inputs = self.session.get_inputs()
         if len(inputs) != 1 or len(inputs[0].shape) != 4 or inputs[0].shape[1] not in (3, "3"):
             shapes = [i.shape for i in inputs]
@@ -154,6 +308,9 @@ class OnnxStylizer(_TracedStylizer):
         batch = inputs[0].shape[0]
         self.fixed_batch = batch if isinstance(batch, int) else None
         self.device = torch.device("cuda" if use_gpu else "cpu")
+        quantized = self.session.get_modelmeta().custom_metadata_map.get("quantized")
+        if quantized:
+            self.runtime = f"onnxruntime, {quantized}"
         _check_onnx_weights(path)
 
     def batch(self, frames: torch.Tensor) -> torch.Tensor:
@@ -166,6 +323,21 @@ class OnnxStylizer(_TracedStylizer):
         except Exception as e:  # a fixed-size graph given another size, for one
             raise ModelFileError(f"{self.path}: onnxruntime failed: {first_line(e)}") from None
         return to_uint8(torch.from_numpy(y))
+
+
+def _session(ort: Any, path: Path, *, gpu: bool, threads: int | None) -> Any:
+    """An ``onnxruntime.InferenceSession`` of ``path``; a file it cannot load: ModelFileError."""
+    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if gpu else None
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only: no warnings on stderr per session
+    if threads:
+        options.intra_op_num_threads = threads
+    try:
+        return ort.InferenceSession(
+            str(path), options, providers=providers or ["CPUExecutionProvider"]
+        )
+    except Exception as e:  # onnxruntime raises its own exception types
+        raise ModelFileError(f"{path}: corrupt or not an ONNX model ({first_line(e)})") from None
 
 
 def _check_onnx_weights(path: Path) -> None:
@@ -188,6 +360,8 @@ class TorchScriptStylizer(_TracedStylizer):
     fp32. Note that a TorchScript file is a program (TorchScript ops, not
     arbitrary Python): load only files you trust, as with any executable.
     """
+
+    runtime = "torch.jit"
 
     def __init__(self, *, model_path: str | os.PathLike, device: str = "auto"):
         path = Path(model_path)

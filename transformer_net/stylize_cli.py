@@ -34,8 +34,8 @@ from .image import (
     save_image,
     writable_format,
 )
-from .inference import Stylizer, bf16_emulation_warning
-from .runners import open_stylizer
+from .inference import Stylizer, bf16_emulation_warning, default_threads
+from .runners import RUNTIMES, open_stylizer
 from .tiling import check_tile_size
 from .video import stylize_video
 from .video_io import VIDEO_EXTENSIONS, is_video_file, require_av, video_frame_size
@@ -54,13 +54,18 @@ examples:
   python stylize.py --model multi.pth --input photo.jpg --output out.jpg --style-index 2
   python stylize.py --model multi.pth --input photo.jpg --output mix.jpg --style-mix 0.5,0.5,0
   python stylize.py --model wave.onnx --input photo.jpg --output out.jpg   # onnxruntime
+  python stylize.py --model wave_int8.onnx --input photos/ --output out/   # int8 (CPU)
+  python stylize.py --model wave.pth --input photo.jpg --output out.jpg --runtime torch
+  python stylize.py --model wave.pth --input photos/ --output out/ --threads 4
   python stylize.py --model wave.pth --input photo.jpg --output out.jpg --preserve-color
   python stylize.py --model wave.pth --input photo.jpg --output out.jpg --strength 0.5
 
 Models: the .pth written by train.py, a Lightning .ckpt from training, a
 state dict of the PyTorch examples' fast_neural_style (e.g. its mosaic.pth), or
 an .onnx / TorchScript .pt file from scripts/export_model.py (told apart by
-their content, whatever the file is called).
+their content, whatever the file is called). On a CPU, a .pth/.ckpt runs in
+onnxruntime by default (--runtime auto; faster there), through an fp32 ONNX
+export of the file kept in the cache folder and made again when the file changes.
 Existing outputs are skipped unless --overwrite is given. In a folder, inputs
 whose outputs would share a name (a.png, a.gif and a.ppm all give a.png) are
 never overwritten: a file written under its own name (a.png) keeps it, the
@@ -97,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     size = p.add_mutually_exclusive_group()
     size.add_argument("--size", type=_side, help="resize so that the longer side has SIZE pixels")
     size.add_argument("--scale", type=_scale, help="resize both sides by this factor")
+    _add_runtime_options(p)
     _add_model_options(p)
     p.add_argument(
         "--io-threads", type=_at_least_1, default=4, help="threads decoding/encoding images (4)"
@@ -122,11 +128,31 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _add_model_options(p: argparse.ArgumentParser) -> None:
-    """Where and how the model runs, which style, and the post-processing."""
+def _add_runtime_options(p: argparse.ArgumentParser) -> None:
+    """Where the model runs, in which runtime, with how many CPU threads."""
     p.add_argument(
         "--device", default="auto", help="auto (GPU if available), cpu, cuda, cuda:1, mps"
     )
+    p.add_argument(
+        "--runtime",
+        default="auto",
+        choices=RUNTIMES,
+        help="auto: the fastest measured: for a .pth/.ckpt on the CPU in fp32, onnxruntime "
+        "running an ONNX export of it (made once, cached); else PyTorch. torch: always "
+        "PyTorch; onnxruntime: always the cached ONNX export (fp32)",
+    )
+    p.add_argument(
+        "--threads",
+        type=_at_least_1,
+        default=None,
+        metavar="N",
+        help=f"CPU threads of PyTorch and onnxruntime (default: one per physical core, "
+        f"{default_threads()} here)",
+    )
+
+
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    """How the model runs (precision, compilation), which style, and the post-processing."""
     p.add_argument(
         "--precision",
         default="auto",
@@ -290,7 +316,7 @@ def _crf(text: str) -> int:
 
 
 def _at_least_1(text: str) -> int:
-    """--batch-size, --io-threads, --iterations."""
+    """--batch-size, --io-threads, --iterations, --threads."""
     value = _number(text, int)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
@@ -427,7 +453,7 @@ def run(args: argparse.Namespace) -> int:
             todo.append((path, out))
     if not args.quiet:
         what = (
-            f"model {args.model}{_style_note(stylizer)}"
+            f"model {args.model} ({stylizer.runtime}){_style_note(stylizer)}"
             if args.method == "feedforward"
             else "optimization"
         )
@@ -514,6 +540,8 @@ def _too_large(src: Path, args: argparse.Namespace) -> str | None:
 
 def open_model(args: argparse.Namespace) -> Stylizer:
     """The stylizer the arguments ask for: a model file's runner, or optimization."""
+    threads = args.threads or default_threads()
+    torch.set_num_threads(threads)  # PyTorch's are process-wide (onnxruntime's: per session)
     if args.method == "optimize":
         from .optimize import GatysStylizer  # loads the loss network's modules
 
@@ -535,6 +563,8 @@ def open_model(args: argparse.Namespace) -> Stylizer:
     stylizer = open_stylizer(
         args.model,
         device=args.device,
+        runtime=args.runtime,
+        threads=threads,
         precision=args.precision,
         compile=args.compile,
         cuda_graphs=args.cuda_graphs,
