@@ -277,19 +277,10 @@ def test_multi_style_training_run_logs_per_style_and_stylize_uses_the_styles(
         "m10": ["--style-mix", "1,0"],
         "mix": ["--style-mix", "0.5,0.5"],
     }
+    model_and_photo = ["--model", result["model_file"], "--input", photo]
     for name, option in options.items():
         dst = tmp_path / f"{name}.png"
-        proc = _stylize(
-            "--model",
-            result["model_file"],
-            "--input",
-            photo,
-            "--output",
-            dst,
-            "--precision",
-            "fp32",
-            *option,
-        )
+        proc = _stylize(*model_and_photo, "--output", dst, "--precision", "fp32", *option)
         assert proc.returncode == 0, proc.stderr
         outputs[name], stderr[name] = np.asarray(Image.open(dst), dtype=np.float32), proc.stderr
     assert "(2 styles: 0 first, 1 second; using 1 second)" in stderr["i1"]
@@ -298,16 +289,7 @@ def test_multi_style_training_run_logs_per_style_and_stylize_uses_the_styles(
     assert np.abs(outputs["i0"] - outputs["i1"]).mean() > 0.1
     assert np.array_equal(outputs["i0"], outputs["m10"])
     assert not np.array_equal(outputs["mix"], outputs["i0"])
-    proc = _stylize(
-        "--model",
-        result["model_file"],
-        "--input",
-        photo,
-        "--output",
-        tmp_path / "x.png",
-        "--style-mix",
-        "1,1,1",
-    )
+    proc = _stylize(*model_and_photo, "--output", tmp_path / "x.png", "--style-mix", "1,1,1")
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         f"error: {result['model_file']}: 3 style mixing weights for a model with 2 styles"
