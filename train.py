@@ -31,11 +31,16 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from pytorch_lightning.callbacks import ModelSummary, ProgressBar
-from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.plugins.environments import SLURMEnvironment
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from transformer_net.callbacks import ExportModelFile, FinalCheckpoint, WritePreview, written
+from transformer_net.callbacks import (
+    ExportModelFile,
+    FinalCheckpoint,
+    WritePreview,
+    tensorboard_dir,
+    written,
+)
 from transformer_net.console import quiet_lightning
 from transformer_net.errors import TransformerNetError, first_line
 from transformer_net.hparams import log_config
@@ -95,13 +100,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
 
-    tensorboard = [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
     return {
         "output_dir": output_dir,
         "checkpoint": written(trainer, FinalCheckpoint),
         "model_file": written(trainer, ExportModelFile),
         "preview": written(trainer, WritePreview),
-        "log_dir": Path(tensorboard[0].root_dir) if tensorboard else None,
+        "log_dir": tensorboard_dir(trainer),
         "steps": int(trainer.global_step),
     }
 

@@ -259,16 +259,21 @@ class NextSteps(pl.Callback):
         model_file = written(trainer, ExportModelFile)
         if model_file is None:
             return
-        tensorboard = [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
         summary = next_steps(
             steps=int(trainer.global_step),
             seconds=time.monotonic() - self._started,
             model_file=model_file,
             preview=written(trainer, WritePreview),
-            log_dir=Path(tensorboard[0].root_dir) if tensorboard else None,
+            log_dir=tensorboard_dir(trainer),
             styles=pl_module.style_names if pl_module.num_styles > 1 else (),
         )
         print(summary, flush=True)  # after the progress bar, which closed before
+
+
+def tensorboard_dir(trainer: pl.Trainer) -> Path | None:
+    """The folder ``tensorboard --logdir`` takes for this run (its first TensorBoard logger)."""
+    dirs = [lg.root_dir for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
+    return Path(dirs[0]) if dirs else None
 
 
 def written(trainer: pl.Trainer, kind: type) -> Path | None:
