@@ -41,7 +41,6 @@ class _Download:
     what: str  # "the painting of style wave"
     setting: str  # the override that passes a local file instead
     fetch: Callable[[], Path]
-    result: Path | None = None
 
 
 def prepare_inputs(cfg: DictConfig, *, command: Sequence[str] | None = None) -> list[StyleSource]:
@@ -143,7 +142,7 @@ def _fetch_all(downloads: list[_Download], command: Sequence[str]) -> None:
     """Run the downloads in order; on the first that cannot reach its server, name all missing."""
     for i, item in enumerate(downloads):
         try:
-            item.result = item.fetch()
+            item.fetch()  # each fetch records its file (styles.StyleSource.path, data.root)
         except (DownloadError, VGGWeightsError) as e:
             missing = downloads[i:]
             # Only a failure to reach the server says the others would fail too;
