@@ -37,6 +37,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from transformer_net.callbacks import (
     ExportModelFile,
     FinalCheckpoint,
+    WriteModelFolder,
     WritePreview,
     tensorboard_dir,
     written,
@@ -52,7 +53,8 @@ from transformer_net.styles import load_style_images
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train as configured; returns what it wrote: ``output_dir``, ``checkpoint``,
-    ``model_file`` and ``preview`` (rank 0), ``log_dir``, and the ``steps`` trained.
+    ``model_file``, ``preview`` and ``model_folder`` (rank 0), ``log_dir``, and the
+    ``steps`` trained.
 
     Raises the project's errors (``transformer_net.errors``) for bad input.
     """
@@ -105,6 +107,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "checkpoint": written(trainer, FinalCheckpoint),
         "model_file": written(trainer, ExportModelFile),
         "preview": written(trainer, WritePreview),
+        "model_folder": written(trainer, WriteModelFolder),
         "log_dir": tensorboard_dir(trainer),
         "steps": int(trainer.global_step),
     }

@@ -18,12 +18,12 @@ import time
 from pathlib import Path
 
 import torch
-from PIL import Image, ImageDraw
-from torchvision.utils import make_grid
+from PIL import Image
 from tqdm import tqdm
 
+from transformer_net.contact_sheet import contact_sheet
 from transformer_net.errors import ConfigError, TransformerNetError
-from transformer_net.image import list_images, load_image, pil_to_tensor, save_image, tensor_to_pil
+from transformer_net.image import list_images, load_image, pil_to_tensor, save_image
 from transformer_net.inference import TorchStylizer
 from transformer_net.loss import PerceptualLoss
 from transformer_net.optimize import INITS, optimize_image, perceptual_loss
@@ -75,28 +75,6 @@ def losses_of(loss: PerceptualLoss, image: torch.Tensor, content: torch.Tensor, 
     with torch.no_grad():
         out = loss(image.to(device).float()[None], content.to(device).float()[None])
     return {k: float(out[k]) for k in ("content", "style", "tv", "total")}
-
-
-LABEL_HEIGHT = 18  # pixels above each panel for its label
-
-
-def contact_sheet(panels: list[tuple[str, torch.Tensor]], height: int) -> Image.Image:
-    """Label each (3, H, W) panel and put them side by side, ``height`` pixels high.
-
-    Panels keep their aspect ratio, centered in boxes as wide as the widest one
-    (the style image's shape may differ from the photo's), on white.
-    """
-    pils = [tensor_to_pil(tensor) for _, tensor in panels]
-    pils = [img.resize((max(1, round(img.width * height / img.height)), height)) for img in pils]
-    width = max(img.width for img in pils)
-    boxes = []
-    for (label, _), img in zip(panels, pils, strict=True):
-        box = Image.new("RGB", (width, height + LABEL_HEIGHT), "white")
-        box.paste(img, ((width - img.width) // 2, LABEL_HEIGHT))
-        ImageDraw.Draw(box).text((4, 3), label, fill="black")
-        boxes.append(pil_to_tensor(box))  # (3, LABEL_HEIGHT + height, width) uint8
-    grid = make_grid(torch.stack(boxes), nrow=len(boxes), padding=4, pad_value=255)
-    return tensor_to_pil(grid)
 
 
 def evaluate(args) -> dict:

@@ -7,6 +7,8 @@ height and width) or TorchScript (torch.jit.load in Python or libtorch C++).
 ONNX and TorchScript outputs are checked against PyTorch on a random image.
 With --quantize int8 the ONNX file is quantized (onnxruntime, calibrated on
 photos) and its outputs compared with fp32's on photos it was not calibrated on.
+With --format folder it writes a model folder to share (safetensors weights,
+config.json, model card: docs/sharing.md), checked to give the same outputs.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import torch
 from transformer_net.checkpoint import load_model, save_model_file
 from transformer_net.errors import ConfigError, TransformerNetError
 
-FORMATS = ("pth", "onnx", "torchscript")
+FORMATS = ("pth", "onnx", "torchscript", "folder")
 _SUFFIX_FORMATS = {".onnx": "onnx", ".pt": "torchscript", ".ts": "torchscript", ".pth": "pth"}
 
 EPILOG = """\
@@ -37,10 +39,13 @@ examples:
   python scripts/export_model.py wave.pth wave.onnx --benchmark 512     # + CPU latency
   python scripts/export_model.py wave.pth wave_int8.onnx --quantize int8 \
       --calibration data/coco_sample --benchmark 512      # int8, calibrated on 32 photos
+  python scripts/export_model.py outputs/wave/wave.pth wave-model --format folder \
+      --samples outputs/wave/preview.jpg --evaluation eval/wave   # to share (Hugging Face)
 """
 # int8 outputs further than this from fp32's are visibly different (a warning, not an error).
 PSNR_WARNING_DB = 30.0
 HELD_OUT = 4  # photos the int8 file is compared on
+SAMPLE_PHOTOS, SAMPLE_HEIGHT = 4, 192  # --samples PHOTOS: rows of the sheet, their height
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,12 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "checkpoint", help="Lightning .ckpt, model file or TransformerNet state dict"
     )
-    parser.add_argument("output", help="file to write (.pth, .onnx, .pt/.ts)")
+    parser.add_argument("output", help="file to write (.pth, .onnx, .pt/.ts), or a folder")
     parser.add_argument(
         "--format",
         choices=FORMATS,
         default=None,
-        help="pth (model file), onnx or torchscript; default: from the output suffix",
+        help="pth (model file), onnx, torchscript or folder (a model folder to share); "
+        "default: from the output suffix",
     )
     parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
@@ -75,6 +81,23 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         help="CPU threads for both PyTorch and onnxruntime (default: their own defaults)",
+    )
+    f = parser.add_argument_group("model folder (--format folder: docs/sharing.md)")
+    f.add_argument(
+        "--samples",
+        metavar="SHEET_OR_PHOTOS",
+        help="the sample sheet: an image (e.g. the run's preview.jpg), or a folder of photos "
+        "of which 4 are stylized into one",
+    )
+    f.add_argument(
+        "--evaluation",
+        metavar="DIR",
+        help="scripts/evaluate.py's --out folder: its evaluation.md goes into the model card",
+    )
+    f.add_argument(
+        "--license",
+        default=None,
+        help="the Hub's licence id for the weights, in the card (default: mit)",
     )
     q = parser.add_argument_group("int8 quantization (ONNX, onnxruntime static quantization)")
     q.add_argument("--quantize", choices=["int8"], default=None, help="write an int8 ONNX file")
@@ -113,6 +136,9 @@ def run(args: argparse.Namespace) -> int:
             f"{args.output}: unknown suffix; use .pth, .onnx, .pt or .ts, or pass --format"
         )
     _check_quantize_options(args, fmt)
+    _check_folder_options(args, fmt)
+    if fmt == "folder":
+        return export_folder(args)
     if Path(args.output).exists() and not args.overwrite:
         raise ConfigError(f"{args.output}: already exists (pass --overwrite)")
     model, meta = load_model(args.checkpoint)
@@ -149,6 +175,71 @@ def _print_written(path: Path, what: str, model) -> None:
 
 def _timing(args: argparse.Namespace) -> dict:
     return {"size": args.benchmark, "runs": args.runs}
+
+
+def _check_folder_options(args: argparse.Namespace, fmt: str) -> None:
+    """--samples, --evaluation and --license describe a model folder."""
+    given = [
+        o
+        for o, v in (
+            ("--samples", args.samples),
+            ("--evaluation", args.evaluation),
+            ("--license", args.license),
+        )
+        if v is not None
+    ]
+    if given and fmt != "folder":
+        raise ConfigError(f"{', '.join(given)}: for --format folder only")
+    if args.samples is not None and not Path(args.samples).exists():
+        raise ConfigError(f"--samples {args.samples}: not found")
+
+
+def export_folder(args: argparse.Namespace) -> int:
+    """The model folder of args.checkpoint, read back and compared with the model."""
+    from transformer_net.image import list_images
+    from transformer_net.model_folder import DEFAULT_LICENSE, save_model_folder
+
+    model, meta = load_model(args.checkpoint)
+    sheet = Path(args.samples) if args.samples else None
+    if sheet is not None and sheet.is_dir():
+        photos = list_images(sheet)
+        if not photos:
+            raise ConfigError(f"--samples {sheet}: no images in the folder")
+        sheet = sample_sheet(model, meta, photos[:SAMPLE_PHOTOS])
+    folder = save_model_folder(
+        args.checkpoint,
+        args.output,
+        license=args.license or DEFAULT_LICENSE,
+        sample_sheet=sheet,
+        evaluation=args.evaluation,
+        overwrite=args.overwrite,
+    )
+    files = sorted(p for p in folder.iterdir() if p.is_file())
+    size = sum(p.stat().st_size for p in files) / 1e6
+    names = ", ".join(p.name for p in files)
+    print(f"wrote {folder} (model folder, {size:.1f} MB: {names})")
+    loaded, _ = load_model(folder)
+    return verify(model.float().eval(), "the model folder", loaded.float().eval())
+
+
+def sample_sheet(model, meta: dict, photos: list[Path]):
+    """A PIL image, one row per photo: the photo, then the model's output for each style."""
+    from transformer_net.contact_sheet import contact_sheet
+    from transformer_net.image import load_image, to_uint8
+
+    styles = list(meta.get("styles") or [])
+    count = model.num_styles
+    labels = styles if len(styles) == count else [f"style {k}" for k in range(count)]
+    panels = []
+    with torch.inference_mode():
+        for photo in photos:
+            image = load_image(photo, max_side=2 * SAMPLE_HEIGHT)
+            panels.append(("photo", image))
+            for k, label in enumerate(labels):
+                panels.append(
+                    (label, to_uint8(model(image[None].float(), k if count > 1 else None))[0])
+                )
+    return contact_sheet(panels, height=SAMPLE_HEIGHT, columns=1 + count)
 
 
 def _check_quantize_options(args: argparse.Namespace, fmt: str) -> None:

@@ -16,6 +16,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 import train as train_module
 from tests.conftest import CAFFE_VGG, REPO, SHARED, require
 from train import train
+from transformer_net.catalog import describe
+from transformer_net.image import load_image
 
 CONFIGS = str(REPO / "configs")
 
@@ -122,6 +124,14 @@ def test_train_writes_checkpoint_model_file_tensorboard_and_stylize_runs(
     ]:
         assert tag in values, tag
     assert "samples/content|stylized" in images and "style" in images
+
+    # The model file carries its painting (a thumbnail) and the last losses.
+    info = describe(result["model_file"])
+    style = load_image(style_file)
+    thumb = info.thumbnails[0]
+    assert thumb is not None and max(thumb.shape[1:]) <= 256
+    assert abs(thumb.shape[2] / thumb.shape[1] - style.shape[2] / style.shape[1]) < 0.05
+    assert info.meta["metrics"]["val/loss"] == pytest.approx(float(values["val/loss"][-1][1]))
 
     from transformer_net.stylize_cli import main as stylize
 

@@ -108,6 +108,43 @@ def atomic_path(path: str | os.PathLike, *, size_hint: int | None = None) -> Ite
         raise
 
 
+@contextmanager
+def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
+    """``with atomic_folder(p) as tmp:`` fill ``tmp``; then it becomes ``p`` in one rename.
+
+    ``tmp`` is a new folder beside ``p`` (same filesystem), deleted on any
+    exception, so a crash never leaves a half-written ``p``. An existing ``p`` is
+    replaced (moved aside, then deleted once the new one is in place); whether it
+    may be is the caller's decision. The files inside are the caller's to sync
+    (:func:`atomic_write_bytes` does).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    try:
+        yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp creates 0700 folders
+        _fsync_dir(tmp)
+        old = None
+        if path.exists():
+            old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".old"))
+            os.replace(path, old)  # onto the empty folder just made: a free name
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            if old is not None:
+                os.replace(old, path)  # put the old one back
+            raise
+        _fsync_dir(path.parent)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def _full_message(path: Path, *, needed: int | None, free: int, written: int | None = None) -> str:
     if needed is not None:
         size = f"needs {needed / _MB:,.1f} MB"

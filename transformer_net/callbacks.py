@@ -8,6 +8,8 @@
 - ``ExportModelFile`` and ``WritePreview``: the model file for ``stylize.py`` and
   a content|stylized JPEG, written by rank 0 when training ends (so DDP,
   interrupted and resumed runs all go through one path).
+- ``WriteModelFolder``: the same model as a folder to share (``model_folder.py``:
+  safetensors, config.json, model card), from the model file and the preview.
 - ``SamplePanels``: TensorBoard image panels (the paintings, and validation
   photos content|stylized at every validation).
 - ``ImagesPerSecond``: training throughput of all devices together.
@@ -20,6 +22,8 @@ The progress bar is in ``progress.py``.
 from __future__ import annotations
 
 import logging
+import shlex
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -32,10 +36,11 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from pytorch_lightning.utilities.model_summary import get_human_readable_count
 from torchvision.utils import make_grid
 
-from .checkpoint import save_model_file
+from .checkpoint import read_model_file, save_model_file
 from .console import next_steps
 from .errors import NonFiniteLossError
-from .image import save_image, to_uint8
+from .image import save_image, style_thumbnail, to_uint8
+from .model_folder import DEFAULT_LICENSE, save_model_folder
 from .module import StyleTransferModule, logs_this_step, validation_is_complete
 
 # Lightning's own summary logs here: the table goes where Lightning's messages go.
@@ -86,9 +91,10 @@ class ExportModelFile(pl.Callback):
     """Write the trained network as a model file (``stylize.py --model``) when training ends.
 
     Its metadata names the run (``name``), the styles by index and their image
-    files, the training step, crop size and loss settings (``evaluate.py``
-    rebuilds the loss from them). Weights with NaN/inf are refused: no model file
-    is better than one that paints black. ``path`` is set once written.
+    files, small JPEG thumbnails of the paintings, the training step, crop size,
+    loss settings (``evaluate.py`` rebuilds the loss from them) and the last
+    logged losses. Weights with NaN/inf are refused: no model file is better
+    than one that paints black. ``path`` is set once written.
     """
 
     def __init__(self, *, path: str, name: str):
@@ -110,7 +116,16 @@ class ExportModelFile(pl.Callback):
             "global_step": int(trainer.global_step),
             "image_size": int(getattr(trainer.datamodule, "image_size", 0)) or None,
             "loss": dict(hparams["loss"]),
+            # The last logged values (train/*, val/*): how good it got, for --info and cards.
+            "metrics": {
+                k: float(v)
+                for k, v in sorted(trainer.callback_metrics.items())
+                if torch.is_tensor(v) and v.numel() == 1 and torch.isfinite(v)
+            },
             "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            # The paintings travel with the model (galleries, model cards): the
+            # paths above mean nothing on another machine. JPEG bytes, ~10 kB each.
+            "style_thumbnails": [style_thumbnail(image) for image in pl_module.style_images],
         }
         self.path = save_model_file(pl_module.transformer, self.target, meta=meta)
 
@@ -140,6 +155,64 @@ class WritePreview(pl.Callback):
         transformer.train(was_training)
         save_image(panel_grid(torch.cat([photos.float(), *outputs], dim=3)), self.target)
         self.path = self.target
+
+
+class WriteModelFolder(pl.Callback):
+    """Write the trained model as a model folder to share (``model_folder.py``) when training
+    ends: the written model file's tensors and metadata, the preview as the sample sheet,
+    and the training command, batch size and images seen in config.json and the card.
+
+    Put it after ``ExportModelFile`` and ``WritePreview``: it reuses their files (without
+    a model file there is nothing to write). ``license``: the Hub's licence id for the
+    weights. ``path`` is set once written.
+    """
+
+    def __init__(self, *, path: str, license: str = DEFAULT_LICENSE):
+        self.target = Path(path)
+        self.license = license
+        self.path: Path | None = None
+
+    @rank_zero_only
+    def on_train_end(self, trainer: pl.Trainer, pl_module: StyleTransferModule) -> None:
+        model_file = written(trainer, ExportModelFile)
+        if model_file is None:
+            return
+        args, state_dict, meta = read_model_file(model_file)
+        batch_size = getattr(trainer.datamodule, "batch_size", None)
+        training = {
+            "command": training_command(),
+            "batch_size": int(batch_size) if batch_size else None,
+            "devices": int(trainer.world_size),
+            "accumulate_grad_batches": int(trainer.accumulate_grad_batches),
+        }
+        if "metrics" not in meta:  # a model file without them: the last logged values
+            meta["metrics"] = {
+                k: float(v)
+                for k, v in sorted(trainer.callback_metrics.items())
+                if torch.is_tensor(v) and v.numel() == 1 and torch.isfinite(v)
+            }
+        # The run's own folder: replaced when a resumed run ends again.
+        self.path = save_model_folder(
+            (args, state_dict, meta),
+            self.target,
+            license=self.license,
+            sample_sheet=written(trainer, WritePreview),
+            training=training,
+            overwrite=True,
+        )
+
+
+def training_command() -> str | None:
+    """The command that trained this run: Hydra's overrides, else ``sys.argv`` of train.py
+    (None when neither says, e.g. ``train(cfg)`` called from Python)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        overrides = list(HydraConfig.get().overrides.task)
+        return shlex.join(["python", "train.py", *overrides])
+    if Path(sys.argv[0]).name == "train.py":
+        return shlex.join(["python", "train.py", *sys.argv[1:]])
+    return None
 
 
 def panel_grid(rows: torch.Tensor) -> torch.Tensor:
@@ -263,6 +336,7 @@ class NextSteps(pl.Callback):
             steps=int(trainer.global_step),
             seconds=time.monotonic() - self._started,
             model_file=model_file,
+            model_folder=written(trainer, WriteModelFolder),
             preview=written(trainer, WritePreview),
             log_dir=tensorboard_dir(trainer),
             styles=pl_module.style_names if pl_module.num_styles > 1 else (),

@@ -5,9 +5,11 @@ weights, and a little metadata (style, training step) - no VGG, no optimizer.
 It loads with ``torch.load(weights_only=True)``: a model file from a stranger
 cannot run code.
 
-Three layouts are read, all through :func:`load_model`:
+Four layouts are read, all through :func:`load_model`:
 
 - our model file (``{"format": "transformer-net", ...}``);
+- a model folder (``model_folder.py``: ``config.json`` and ``model.safetensors``, the
+  Hugging Face layout), local or ``hf://user/name[@revision]`` (``hub.py``);
 - a Lightning checkpoint written by training (the transformer is extracted);
 - a bare TransformerNet state dict, such as the ``.pth`` files of the PyTorch
   examples' ``fast_neural_style`` (widths inferred from the tensor shapes; the
@@ -27,6 +29,7 @@ Multi-style networks (conditional instance norm) have the same tensor names with
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import warnings
@@ -36,15 +39,20 @@ from typing import Any
 
 import torch
 
+from . import hub
 from .atomic import atomic_torch_save
 from .errors import ModelFileError, first_line
 from .model import TransformerNet
+from .safetensors_file import load_file as load_safetensors
 from .weights_only import refused_global
 
 FORMAT = "transformer-net"
 FORMAT_VERSION = 1
 _LEGACY_SUFFIXES = (".running_mean", ".running_var", ".num_batches_tracked")
 _LIGHTNING_PREFIX = "transformer."
+# A model folder: the architecture and metadata, and the weights (model_folder.py writes it).
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
 
 
 def save_model_file(
@@ -63,12 +71,30 @@ def save_model_file(
     return path
 
 
+def resolve_model_path(path: str | os.PathLike) -> Path:
+    """The local path of a model: ``hf://user/name[@rev]`` downloaded (``hub.py``), else as is."""
+    return hub.download(path) if hub.is_hub_path(path) else Path(path)
+
+
+def is_model_folder(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a folder holding ``config.json`` and ``model.safetensors``."""
+    path = Path(path)
+    return path.is_dir() and all((path / name).is_file() for name in (CONFIG_FILE, WEIGHTS_FILE))
+
+
 def check_model_path(path: Path) -> None:
-    """ModelFileError naming ``path`` if it is missing, a folder or empty."""
+    """ModelFileError naming ``path`` if it is missing, empty, or a folder that is not a
+    model folder (the message says which of its files are missing)."""
     if not path.exists():
         raise ModelFileError(f"{path}: model file not found")
     if path.is_dir():
-        raise ModelFileError(f"{path}: is a directory, not a model file")
+        missing = [name for name in (CONFIG_FILE, WEIGHTS_FILE) if not (path / name).is_file()]
+        if missing:
+            raise ModelFileError(
+                f"{path}: a folder without {' and '.join(missing)}: not a model folder "
+                f"(a model file, or a folder holding {CONFIG_FILE} and {WEIGHTS_FILE})"
+            )
+        return
     if path.stat().st_size == 0:
         raise ModelFileError(f"{path}: empty file, not a model")
 
@@ -81,8 +107,10 @@ def read_model_file(path: str | os.PathLike) -> tuple[dict, dict, dict]:
     NaN/inf raise one naming the first such tensor. ``model_args`` are those
     that rebuild the network stored (checked against the tensor shapes).
     """
-    path = Path(path)
+    path = resolve_model_path(path)
     check_model_path(path)
+    if path.is_dir():
+        return _read_folder(path)
     obj = _torch_load(path)
     if not isinstance(obj, Mapping):
         raise _not_ours(path, f"the file holds {_a(obj)}, not a dict of weights")
@@ -113,6 +141,42 @@ def read_model_file(path: str | os.PathLike) -> tuple[dict, dict, dict]:
     sd = {k: v for k, v in obj.items() if not str(k).endswith(_LEGACY_SUFFIXES)}
     sd = _weights(path, sd, None)
     return _model_args(path, sd, None), sd, {"source": "state dict"}
+
+
+def _read_folder(path: Path) -> tuple[dict, dict, dict]:
+    """A model folder: ``config.json`` (JSON, never code) and ``model.safetensors``.
+
+    ``meta`` is the config without its format fields and ``model_args``; the
+    style thumbnails it lists come back as JPEG bytes (``meta["style_thumbnails"]``),
+    as the model file that the folder was made from held them.
+    """
+    config_path = path / CONFIG_FILE
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelFileError(f"{config_path}: not valid JSON ({first_line(e)})") from None
+    if not isinstance(config, Mapping) or config.get("format") != FORMAT:
+        raise _not_ours(config_path, f'no "format": "{FORMAT}"')
+    version = config.get("version")
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise _not_ours(config_path, f"'version' is {_a(version)}, expected an int")
+    if version > FORMAT_VERSION:
+        raise ModelFileError(
+            f"{config_path}: model folder version {version!r} is newer than this program "
+            f"understands ({FORMAT_VERSION}); upgrade transformer-net"
+        )
+    file_args = _field(config_path, config, "model_args", Mapping, "a dict")
+    tensors, _ = load_safetensors(path / WEIGHTS_FILE)
+    sd = _weights(path / WEIGHTS_FILE, tensors, None)
+    meta = {k: v for k, v in config.items() if k not in ("format", "version", "model_args")}
+    thumbnails = []
+    for name in meta.get("style_image_files") or ():
+        image = path / str(name)
+        if Path(str(name)).name == str(name) and image.is_file():  # only files of the folder
+            thumbnails.append(torch.frombuffer(bytearray(image.read_bytes()), dtype=torch.uint8))
+    if thumbnails:
+        meta["style_thumbnails"] = thumbnails
+    return _model_args(config_path, sd, file_args), sd, meta
 
 
 def _read_lightning(path: Path, obj: Mapping) -> tuple[dict, dict, dict]:
@@ -296,6 +360,7 @@ def load_model(
     path: str | os.PathLike, *, device: str | torch.device = "cpu"
 ) -> tuple[TransformerNet, dict]:
     """Build the TransformerNet stored in ``path`` -> (model in eval mode, meta)."""
+    path = resolve_model_path(path)  # downloaded once; the messages below name the folder
     args, sd, meta = read_model_file(path)
     try:
         model = TransformerNet(**args)

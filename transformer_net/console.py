@@ -88,6 +88,7 @@ def next_steps(
     seconds: float,
     model_file: Path,
     preview: Path | None,
+    model_folder: Path | None = None,
     log_dir: Path | None,
     styles: Sequence[str] = (),
 ) -> str:
@@ -95,6 +96,8 @@ def next_steps(
     q = shlex.quote
     lines = [f"Trained {steps} steps in {_duration(seconds)}."]
     lines.append(f"  model file:  {model_file}")
+    if model_folder is not None:  # the Hugging Face layout, to share (docs/sharing.md)
+        lines.append(f"  to share:    {model_folder} (publish: scripts/publish_model.py)")
     if preview is not None:
         lines.append(f"  preview:     {preview}")
     if log_dir is not None:

@@ -25,6 +25,7 @@ quantization, calibrated on photos); :func:`output_psnr` measures what it costs.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import copy
 import io
@@ -113,10 +114,15 @@ def _example(size: tuple[int, int]) -> torch.Tensor:
 
 
 def _metadata(model: TransformerNet, meta: Mapping[str, Any] | None) -> dict[str, str]:
+    meta = dict(meta or {})
+    if "style_thumbnails" in meta:  # JPEG bytes as uint8 tensors -> base64 text
+        meta["style_thumbnails"] = [
+            base64.b64encode(t.numpy().tobytes()).decode("ascii") for t in meta["style_thumbnails"]
+        ]
     return {
         "format": "transformer-net",
         "model_args": json.dumps(model.config),
-        "meta": json.dumps(dict(meta or {}), default=str),
+        "meta": json.dumps(meta, default=str),
     }
 
 

@@ -11,6 +11,7 @@ import functools
 import io
 import math
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -72,11 +73,50 @@ def list_images(root: str | os.PathLike) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file() and is_image_file(p))
 
 
-def open_image(path: str | os.PathLike) -> Image.Image:
-    """Open, decode fully and apply EXIF orientation; the mode is left as it is."""
-    path = Path(path)
+class ImageBytes(os.PathLike):
+    """An encoded image held in memory (a pipe, an upload), named like a file in messages.
+
+    ``stylize.py --input -`` reads stdin into one; :func:`open_image` and the
+    loaders take it wherever they take a path. Its path is its ``name``, with no
+    suffix, so it is never mistaken for a video or an image file on disk.
+    """
+
+    def __init__(self, data: bytes, name: str = "<stdin>"):
+        self.data, self.name = data, name
+
+    @classmethod
+    def from_stdin(cls, option: str = "--input -") -> ImageBytes:
+        """The image piped in; a terminal or nothing is a ConfigError naming ``option``."""
+        if sys.stdin is None or sys.stdin.isatty():
+            raise ConfigError(f"{option}: stdin is a terminal; pipe an image in (cat a.jpg | ...)")
+        data = sys.stdin.buffer.read()
+        if not data:
+            raise ConfigError(f"{option}: nothing on stdin")
+        return cls(data, name="<stdin>")
+
+    def __fspath__(self) -> str:
+        return self.name
+
+    def __str__(self) -> str:
+        return self.name
+
+    def stat(self) -> os.stat_result:  # only st_size is read: "empty file"
+        return os.stat_result((0, 0, 0, 0, 0, 0, len(self.data), 0, 0, 0))
+
+
+ImageSource = str | os.PathLike
+
+
+def open_image(path: ImageSource) -> Image.Image:
+    """Open, decode fully and apply EXIF orientation; the mode is left as it is.
+
+    ``path`` may be an :class:`ImageBytes`; errors name it either way. Animated
+    images (GIF, WebP, APNG) give their first frame.
+    """
+    if not isinstance(path, ImageBytes):
+        path = Path(path)
     try:
-        with Image.open(path) as img:
+        with Image.open(io.BytesIO(path.data) if isinstance(path, ImageBytes) else path) as img:
             img.load()  # decode now: truncated files fail here, not later
             return ImageOps.exif_transpose(img)
     except FileNotFoundError:
@@ -142,7 +182,7 @@ def load_image(
 
 
 def load_image_alpha(
-    path: str | os.PathLike, *, max_side: int | None = None, scale: float | None = None
+    path: ImageSource, *, max_side: int | None = None, scale: float | None = None
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Like :func:`load_image`, plus the (H, W) uint8 alpha channel if there is one."""
     img = open_image(path)
@@ -229,3 +269,27 @@ def save_image(image: torch.Tensor | Image.Image, path: str | os.PathLike, **sav
             img.save(f, format=fmt, **save_kwargs)
     except OSError as e:
         raise ImageError(f"{path}: cannot write image ({e})") from None
+
+
+THUMBNAIL_SIDE = 256  # longer side of the style thumbnails model files carry
+
+
+def style_thumbnail(image: torch.Tensor, side: int = THUMBNAIL_SIDE) -> torch.Tensor:
+    """(3, H, W) uint8 -> JPEG bytes as a 1-D uint8 tensor, longer side at most ``side``.
+
+    A tensor, not ``bytes``: model files load with ``torch.load(weights_only=True)``.
+    """
+    img = tensor_to_pil(image)
+    img.thumbnail((side, side), Image.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=85)
+    return torch.frombuffer(bytearray(buf.getvalue()), dtype=torch.uint8)
+
+
+def decode_thumbnail(data: torch.Tensor) -> torch.Tensor | None:
+    """A :func:`style_thumbnail` back to (3, H, W) uint8; None if it is not a JPEG."""
+    try:
+        with Image.open(io.BytesIO(data.numpy().tobytes())) as img:
+            return pil_to_tensor(to_rgb(img))
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return None

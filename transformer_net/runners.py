@@ -23,7 +23,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from .checkpoint import check_model_path, load_model, read_model_file, refuse_nonfinite
+from .checkpoint import (
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    check_model_path,
+    load_model,
+    read_model_file,
+    refuse_nonfinite,
+    resolve_model_path,
+)
 from .download import cache_dir
 from .errors import ConfigError, DiskFullError, ModelFileError, first_line
 from .export import EXPORT_VERSION, ONNX_INSTALL_HINT, export_onnx
@@ -61,8 +69,11 @@ def model_file_kind(path: str | os.PathLike) -> str:
     file; a pickle (``torch.save``'s legacy format) is ``"torch"``. An ONNX file
     is a protobuf ``ModelProto`` whose first field is ``ir_version`` (tag byte
     0x08). Anything else (empty, missing, garbage) goes by its suffix, ``.onnx``
-    or else ``"torch"``, whose loader then says what is wrong with it.
+    or else ``"torch"``, whose loader then says what is wrong with it. A folder
+    (a model folder: ``model_folder.py``) is ``"torch"`` too: PyTorch runs it.
     """
+    if Path(path).is_dir():
+        return "torch"
     try:
         with open(path, "rb") as f:
             head = f.read(4)
@@ -97,8 +108,10 @@ def open_stylizer(
     graphs, a style other than 0 or tiles is a :class:`ConfigError` naming the
     file (``progress`` is accepted: they never tile). ``threads``: onnxruntime's
     threads (None: its default, one per physical core); PyTorch's are set for
-    the whole process with ``torch.set_num_threads``.
+    the whole process with ``torch.set_num_threads``. ``path`` may be a model folder
+    or ``hf://user/name[@revision]`` (downloaded first: ``hub.py``).
     """
+    path = resolve_model_path(path)
     chosen = pick_runtime(path, runtime=runtime, device=device, **options)
     if chosen == "torch":
         return TorchStylizer(model_path=path, device=device, **options)
@@ -212,11 +225,18 @@ def _refuse_torch_options(
 def onnx_cache_path(model_path: str | os.PathLike) -> Path:
     """Where the ONNX export of a PyTorch model file is cached: keyed by the SHA-256 of
     the file's bytes and the exporter (``export.EXPORT_VERSION``, torch's version), so a
-    retrained or edited file, or a changed exporter, gets an entry of its own."""
+    retrained or edited file, or a changed exporter, gets an entry of its own. A model
+    folder is keyed by its config and weights (its card and images do not matter)."""
     digest = hashlib.sha256(f"{EXPORT_VERSION} {torch.__version__}\n".encode())
-    with open(model_path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
+    parts = [Path(model_path)]
+    if parts[0].is_dir():
+        parts = [parts[0] / name for name in (CONFIG_FILE, WEIGHTS_FILE)]
+        # each part's size first: where one file ends and the next begins is hashed too
+        digest.update(" ".join(str(part.stat().st_size) for part in parts).encode())
+    for part in parts:
+        with open(part, "rb") as f:
+            for chunk in iter(lambda f=f: f.read(1 << 20), b""):
+                digest.update(chunk)
     return cache_dir() / "onnx" / f"{digest.hexdigest()}.onnx"
 
 
@@ -383,3 +403,21 @@ class TorchScriptStylizer(_TracedStylizer):
     def batch(self, frames: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) uint8 RGB -> (B, 3, H, W) uint8 RGB on the CPU: one pass for B frames."""
         return to_uint8(self.model(frames.to(self.device).float())).cpu()
+
+
+def available_runtimes() -> list[str]:
+    """What can run models on this machine, in words: ``["pytorch 2.5 (cpu, cuda: NAME)",
+    "onnxruntime 1.20 (CPUExecutionProvider)"]``; ``stylize.py info`` lists them."""
+    devices = ["cpu"]
+    if torch.cuda.is_available():
+        devices.append(f"cuda: {torch.cuda.get_device_name(0)}")
+    if torch.backends.mps.is_available():
+        devices.append("mps")
+    found = [f"pytorch {torch.__version__} ({', '.join(devices)})"]
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        found.append(f"onnxruntime: not installed ({ONNX_INSTALL_HINT})")
+    else:
+        found.append(f"onnxruntime {ort.__version__} ({', '.join(ort.get_available_providers())})")
+    return found

@@ -11,6 +11,8 @@ Only the project's own errors (``errors.TransformerNetError``) become one-line
 from __future__ import annotations
 
 import argparse
+import io
+import json
 import math
 import sys
 import time
@@ -18,7 +20,7 @@ from collections import defaultdict, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NoReturn
+from typing import NoReturn, TextIO
 
 import torch
 from tqdm import tqdm
@@ -27,15 +29,18 @@ from .color import check_strength, postprocess
 from .errors import ConfigError, TransformerNetError
 from .image import (
     MAX_PIXELS,
+    ImageBytes,
     image_size,
     is_image_file,
     load_image_alpha,
     resized_size,
     save_image,
+    tensor_to_pil,
     writable_format,
 )
 from .inference import Stylizer, bf16_emulation_warning, default_threads
 from .runners import RUNTIMES, open_stylizer
+from .stylize_subcommands import run_info, run_sheet
 from .tiling import check_tile_size
 from .video import stylize_video
 from .video_io import VIDEO_EXTENSIONS, is_video_file, require_av, video_frame_size
@@ -59,13 +64,28 @@ examples:
   python stylize.py --model wave.pth --input photos/ --output out/ --threads 4
   python stylize.py --model wave.pth --input photo.jpg --output out.jpg --preserve-color
   python stylize.py --model wave.pth --input photo.jpg --output out.jpg --strength 0.5
+  cat photo.jpg | python stylize.py --model wave.pth --input - --output - > out.png
+  python stylize.py --model wave.pth --input photos/ --output out/ --json   # for scripts
+  python stylize.py sheet --input photo.jpg --models outputs/ --output sheet.jpg
+  python stylize.py info outputs/wave/wave.pth
+
+commands (each has its own --help):
+  stylize.py [options]      stylize images, folders and videos (this page)
+  stylize.py sheet ...      one photo through several models: a labelled contact sheet
+  stylize.py info MODEL     what a model file holds and the runtimes available here
+
+exit codes: 0 all done, 1 some inputs failed (the others are written),
+2 bad usage (nothing done), 130 interrupted.
 
 Models: the .pth written by train.py, a Lightning .ckpt from training, a
 state dict of the PyTorch examples' fast_neural_style (e.g. its mosaic.pth), or
 an .onnx / TorchScript .pt file from scripts/export_model.py (told apart by
-their content, whatever the file is called). On a CPU, a .pth/.ckpt runs in
-onnxruntime by default (--runtime auto; faster there), through an fp32 ONNX
-export of the file kept in the cache folder and made again when the file changes.
+their content, whatever the file is called), a model folder (safetensors and
+config.json; train.py writes <output_dir>/model), or hf://user/name on the
+Hugging Face Hub (pip install "transformer-net[hub]"; docs/sharing.md).
+On a CPU, a .pth/.ckpt runs in onnxruntime by default (--runtime auto; faster
+there), through an fp32 ONNX export of the file kept in the cache folder and
+made again when the file changes.
 Existing outputs are skipped unless --overwrite is given. In a folder, inputs
 whose outputs would share a name (a.png, a.gif and a.ppm all give a.png) are
 never overwritten: a file written under its own name (a.png) keeps it, the
@@ -74,6 +94,8 @@ Names that differ only in case count as the same (as on macOS and Windows).
 """
 # Formats written as-is in folder mode; anything else (e.g. .gif) becomes .png.
 _WRITABLE = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+STDIO = "-"  # --input - reads stdin, --output - writes stdout
+STDOUT_FORMATS = ["png", "jpg", "webp", "tif", "bmp"]
 # Formats that store an alpha channel: transparency of the input is kept there.
 _ALPHA_FORMATS = {".png", ".tif", ".tiff", ".webp"}
 
@@ -85,6 +107,60 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
+SHEET_EXAMPLES = """\
+examples:
+  python stylize.py sheet --input photo.jpg --models outputs/ --output sheet.jpg
+  python stylize.py sheet --input photo.jpg --models wave.pth candy.pth --output - > sheet.png
+  python stylize.py sheet --input photo.jpg --models outputs/ --output sheet.jpg --columns 4 --json
+
+Models: files (.pth, .ckpt, .onnx, TorchScript .pt) or folders, searched
+recursively (training checkpoints, .ckpt, are skipped there: the model file
+beside them is the same network). Tiles are labelled with the model's name (its
+folder added where two share one); a multi-style model gives one per style.
+Exit codes: 0 done, 1 a model failed (the sheet has the others), 2 bad usage.
+"""
+INFO_EXAMPLES = """\
+examples:
+  python stylize.py info outputs/starry_night/starry_night.pth
+  python stylize.py info wave.onnx --json
+"""
+
+
+def build_sheet_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="stylize.py sheet",
+        description="One photo through several models: a labelled contact sheet.",
+        epilog=SHEET_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--input", required=True, help="the photo, or - (stdin)")
+    p.add_argument("--models", required=True, nargs="+", help="model files and/or folders")
+    p.add_argument("--output", required=True, help="the sheet (.jpg, .png, ...), or - (PNG)")
+    p.add_argument("--size", type=_side, default=512, help="longer side of each tile (512)")
+    p.add_argument("--columns", type=_at_least_1, default=None, help="tiles per row (all)")
+    p.add_argument("--strength", type=_strength, default=1.0, help="0-1, as for stylizing (1)")
+    p.add_argument("--preserve-color", action="store_true", help="keep the photo's colors")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing sheet")
+    p.add_argument("--json", action="store_true", help="one JSON object per tile, then a summary")
+    _add_runtime_options(p)
+    return p
+
+
+def build_info_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="stylize.py info",
+        description="What a model file holds: architecture, styles, training; runtimes here.",
+        epilog=INFO_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("model", help="model file (.pth, .ckpt, .onnx, TorchScript .pt)")
+    p.add_argument("--json", action="store_true", help="one JSON object instead of text")
+    return p
+
+
+COMMANDS = {"sheet": (build_sheet_parser, run_sheet), "info": (build_info_parser, run_info)}
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="stylize.py",
@@ -93,11 +169,29 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
-        "--model", help="model file (.pth), training checkpoint (.ckpt), .onnx or TorchScript .pt"
+        "--model",
+        help="model file (.pth), training checkpoint (.ckpt), .onnx or TorchScript .pt, a model "
+        "folder, or hf://user/name[@revision] (docs/sharing.md)",
     )
-    p.add_argument("--input", required=True, help="an image, or a folder (searched recursively)")
     p.add_argument(
-        "--output", required=True, help="output image, or output folder for a folder input"
+        "--input", required=True, help="an image, a folder (searched recursively), or - (stdin)"
+    )
+    p.add_argument(
+        "--output",
+        required=True,
+        help="output image, output folder for a folder input, or - (stdout, PNG or --format)",
+    )
+    p.add_argument(
+        "--format",
+        choices=STDOUT_FORMATS,
+        default=None,
+        help="image format written to stdout with --output - (png)",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="for scripts: one JSON object per input on stdout (input, output, size, "
+        "milliseconds, runtime), then a summary object",
     )
     size = p.add_mutually_exclusive_group()
     size.add_argument("--size", type=_side, help="resize so that the longer side has SIZE pixels")
@@ -336,12 +430,82 @@ def _tile_size(text: str) -> int:
 
 @dataclass
 class Summary:
+    """What happened to each input, told as it happens: lines for people, or JSON for scripts.
+
+    People get ``[n/total] in -> out ...`` lines on stdout (stderr when the
+    image itself goes to stdout), errors on stderr, and for folders a closing
+    ``done ...`` line. With ``--json`` stdout holds one JSON object per line:
+    ``{"type": "image"|"video"|"error"|"skipped", ...}`` per input and a final
+    ``{"type": "summary", ...}``; errors are still printed on stderr too.
+    """
+
+    json: bool = False
+    quiet: bool = False
+    stream: TextIO | None = None  # people's lines; None: sys.stdout at the time
     done: int = 0
     skipped: list[tuple[Path, str]] = field(default_factory=list)
     failed: list[tuple[Path, str]] = field(default_factory=list)
     # (input, its output, the inputs it would have clashed with): see _unclash
     renamed: list[tuple[Path, Path, list[Path]]] = field(default_factory=list)
     seconds: float = 0.0
+    runtime: str | None = None
+
+    def emit(self, kind: str, **fields) -> None:
+        """One JSON object on stdout (``--json`` only)."""
+        if self.json:
+            print(json.dumps({"type": kind, **fields}), flush=True)
+
+    def say(self, line: str) -> None:
+        """A line for people (not with ``--json`` or ``--quiet``)."""
+        if not (self.json or self.quiet):
+            print(line, file=self.stream or sys.stdout)
+
+    def skip(self, path: Path, reason: str) -> None:
+        self.skipped.append((path, reason))
+        self.emit("skipped", input=str(path), reason=reason)
+
+    def fail(self, path: Path, error: Exception | str) -> None:
+        self.failed.append((path, str(error)))
+        print(f"error: {error}", file=sys.stderr)
+        self.emit("error", input=str(path), error=str(error))
+
+    def image(self, n: int, total: int, path: Path, out: Path, shape, seconds: float) -> None:
+        self.done += 1
+        h, w = shape[-2:]
+        self.say(f"[{n}/{total}] {path} -> {out}  {w}x{h}  {seconds * 1000:.1f} ms")
+        self.emit(
+            "image",
+            input=str(path),
+            output=str(out),
+            size=[int(w), int(h)],
+            milliseconds=round(seconds * 1000, 3),
+            runtime=self.runtime,
+        )
+
+    def finish(self, *, folder: bool) -> int:
+        """The closing line or object; the exit code (0 all done, 1 some failed)."""
+        code = 1 if self.failed else 0
+        rate = self.done / max(self.seconds, 1e-9)
+        self.emit(
+            "summary",
+            done=self.done,
+            skipped=len(self.skipped),
+            failed=len(self.failed),
+            renamed=len(self.renamed),
+            seconds=round(self.seconds, 3),
+            images_per_second=round(rate, 3),
+            exit_code=code,
+        )
+        if folder and not self.json:
+            for path, reason in self.skipped:
+                print(f"skipped: {path}: {reason}", file=sys.stderr)
+            renamed = f", renamed {len(self.renamed)} (name clashes)" if self.renamed else ""
+            print(
+                f"done {self.done}, skipped {len(self.skipped)}, failed {len(self.failed)}"
+                f"{renamed} in {self.seconds:.1f} s ({rate:.1f} images/s)",
+                file=sys.stderr,
+            )
+        return code
 
 
 def plan_jobs(src: Path, dst: Path, summary: Summary) -> list[tuple[Path, Path]]:
@@ -359,7 +523,7 @@ def plan_jobs(src: Path, dst: Path, summary: Summary) -> list[tuple[Path, Path]]
     for path in sorted(p for p in src.rglob("*") if p.is_file()):
         rel = path.relative_to(src)
         if not is_image_file(path) and not is_video_file(path):
-            summary.skipped.append((path, "not an image or video file"))
+            summary.skip(path, "not an image or video file")
             continue
         out = dst / rel
         if out.suffix.lower() not in _WRITABLE and not is_video_file(path):
@@ -368,9 +532,7 @@ def plan_jobs(src: Path, dst: Path, summary: Summary) -> list[tuple[Path, Path]]
     jobs = []
     for path, out in _unclash(planned, summary):
         if not out.resolve().is_relative_to(dst.resolve()):  # a symlink inside dst
-            _record_failure(
-                summary, path, f"{out}: leads outside the output folder {dst}; not written"
-            )
+            summary.fail(path, f"{out}: leads outside the output folder {dst}; not written")
             continue
         jobs.append((path, out))
     return jobs
@@ -421,11 +583,21 @@ def run(args: argparse.Namespace) -> int:
     (:func:`main` prints them on one line).
     """
     _check_method(args)
-    src, dst = Path(args.input), Path(args.output)
-    _check_paths(src, dst)
-    summary = Summary()
-    jobs = plan_jobs(src, dst, summary)
-    if src.is_dir() and not jobs and not summary.failed:
+    _check_stdio(args)
+    to_stdout = args.output == STDIO
+    # With the image on stdout, every line for people goes to stderr.
+    summary = Summary(json=args.json, quiet=args.quiet, stream=sys.stderr if to_stdout else None)
+    if args.input == STDIO:
+        src, dst = ImageBytes.from_stdin(), Path(args.output)
+        if dst.is_dir():
+            raise ConfigError(f"--output {dst}: is a folder; name the output file for --input -")
+        jobs = [(src, dst)]
+    else:
+        src, dst = Path(args.input), Path(args.output)
+        _check_paths(src, dst)
+        jobs = plan_jobs(src, dst, summary)
+    folder = isinstance(src, Path) and src.is_dir()
+    if folder and not jobs and not summary.failed:
         # Nothing to do is almost always a wrong --input: say so instead of "done 0".
         others = summary.skipped
         what = (
@@ -442,13 +614,14 @@ def run(args: argparse.Namespace) -> int:
                 f"{', '.join(map(str, others))})",
                 file=sys.stderr,
             )
-    if src.is_file():
+    if not folder:
         _check_single_job(src, jobs[0][1], args)
     stylizer = open_model(args)
+    summary.runtime = stylizer.runtime
     todo = []
     for path, out in jobs:
-        if out.exists() and not args.overwrite:
-            summary.skipped.append((path, f"{out} exists (--overwrite replaces it)"))
+        if out != Path(STDIO) and out.exists() and not args.overwrite:
+            summary.skip(path, f"{out} exists (--overwrite replaces it)")
         else:
             todo.append((path, out))
     if not args.quiet:
@@ -466,8 +639,20 @@ def run(args: argparse.Namespace) -> int:
     stylize_all([job for job in todo if not is_video_file(job[0])], stylizer, args, summary)
     stylize_videos(videos, stylizer, args, summary)
     summary.seconds = time.perf_counter() - start
-    _print_summary(summary, folder=src.is_dir())
-    return 1 if summary.failed else 0
+    return summary.finish(folder=folder)
+
+
+def _check_stdio(args: argparse.Namespace) -> None:
+    """``-`` (stdin/stdout) combinations that cannot work, said before any work."""
+    if args.output == STDIO:
+        if args.json:
+            raise ConfigError("--json and --output - both write to stdout; choose one")
+        if args.input != STDIO and Path(args.input).is_dir():
+            raise ConfigError(f"--output -: {args.input} is a folder; stdout takes one image")
+        if args.input != STDIO and is_video_file(args.input):
+            raise ConfigError("--output -: videos are written to files (e.g. --output out.mp4)")
+    elif args.format is not None:
+        raise ConfigError("--format applies to --output - (a file's format is its extension)")
 
 
 def _check_method(args: argparse.Namespace) -> None:
@@ -491,9 +676,17 @@ def _check_paths(src: Path, dst: Path) -> None:
 
 def _check_single_job(src: Path, out: Path, args: argparse.Namespace) -> None:
     """One input file: what would fail is said before the model loads."""
-    if out.resolve() == src.resolve():
-        raise ConfigError(f"{out}: output would overwrite the input")
-    problem = _output_name_problem(src, out) or _too_large(src, args)
+    if isinstance(src, ImageBytes):  # stdin: read, not planned; loading checks its size
+        src_problem = None
+    else:
+        if out.resolve() == src.resolve():
+            raise ConfigError(f"{out}: output would overwrite the input")
+        src_problem = _too_large(src, args)
+    if out == Path(STDIO):
+        if src_problem:
+            raise ConfigError(src_problem)
+        return
+    problem = _output_name_problem(src, out) or src_problem
     if problem:
         raise ConfigError(problem)
     if out.exists() and not args.overwrite:
@@ -631,17 +824,23 @@ def stylize_all(
                     image, result, strength=args.strength, preserve_color=args.preserve_color
                 )
             except TransformerNetError as e:
-                _record_failure(summary, path, e)
+                summary.fail(path, e)
                 continue
-            if alpha is not None and out.suffix.lower() in _ALPHA_FORMATS:
+            if alpha is not None and _keeps_alpha(out, args):
                 result = torch.cat([result, alpha[None]])  # (4, H, W): keep transparency
             saves.append(
-                (n, path, out, result.shape, seconds, savers.submit(save_image, result, out))
+                (n, path, out, result.shape, seconds, savers.submit(_save, result, out, args))
             )
             while saves and saves[0][-1].done():
-                _report_save(saves.popleft(), len(todo), args, summary)
+                _report_save(saves.popleft(), len(todo), summary)
         while saves:
-            _report_save(saves.popleft(), len(todo), args, summary)
+            _report_save(saves.popleft(), len(todo), summary)
+
+
+def _keeps_alpha(out: Path, args: argparse.Namespace) -> bool:
+    if out == Path(STDIO):
+        return f".{args.format or 'png'}" in _ALPHA_FORMATS
+    return out.suffix.lower() in _ALPHA_FORMATS
 
 
 def stylize_videos(
@@ -653,7 +852,7 @@ def stylize_videos(
     """One video at a time (after the images); each overlaps decoding, model and encoding."""
     for i, (path, out) in enumerate(videos, start=1):
         if not stylizer.supports_video:
-            _record_failure(summary, path, f"{path}: video needs a model (--method feedforward)")
+            summary.fail(path, f"{path}: video needs a model (--method feedforward)")
             continue
         batch = args.batch_size or (8 if stylizer.device.type == "cuda" else 2)
         progress = None if args.quiet else _ProgressBar(path.name, unit="frame")
@@ -673,32 +872,41 @@ def stylize_videos(
                 ),
             )
         except TransformerNetError as e:
-            _record_failure(summary, path, e)
+            summary.fail(path, e)
             continue
         except torch.cuda.OutOfMemoryError:  # = torch.OutOfMemoryError
-            _record_failure(summary, path, f"{path}: out of memory (try a smaller --batch-size)")
+            summary.fail(path, f"{path}: out of memory (try a smaller --batch-size)")
             continue
         finally:
             if progress is not None:
                 progress.close()
         summary.done += 1
-        _report_video(report, i, len(videos), path, out, quiet=args.quiet)
+        _report_video(report, i, len(videos), path, out, summary)
 
 
-def _report_video(report, i: int, total: int, path: Path, out: Path, *, quiet: bool) -> None:
+def _report_video(report, i: int, total: int, path: Path, out: Path, summary: Summary) -> None:
     if report.expected_frames and report.frames < 0.9 * report.expected_frames - 1:
         print(
             f"warning: {path}: {report.frames} of {report.expected_frames} frames decoded "
             "(truncated or damaged file?)",
             file=sys.stderr,
         )
-    if not quiet:
-        (w, h), n, sec, fps = report.size, report.frames, report.seconds, float(report.fps)
-        print(
-            f"[{i}/{total}] {path} -> {out}  {w}x{h}  {n} frames at {fps:.3g} fps  "
-            f"{sec:.1f} s ({n / max(sec, 1e-9):.1f} frames/s)  {report.codec}, "
-            f"audio {report.audio}"
-        )
+    (w, h), n, sec, fps = report.size, report.frames, report.seconds, float(report.fps)
+    summary.say(
+        f"[{i}/{total}] {path} -> {out}  {w}x{h}  {n} frames at {fps:.3g} fps  "
+        f"{sec:.1f} s ({n / max(sec, 1e-9):.1f} frames/s)  {report.codec}, "
+        f"audio {report.audio}"
+    )
+    summary.emit(
+        "video",
+        input=str(path),
+        output=str(out),
+        size=[int(w), int(h)],
+        frames=int(n),
+        fps=round(fps, 3),
+        milliseconds=round(sec * 1000, 3),
+        runtime=summary.runtime,
+    )
 
 
 class _ProgressBar:
@@ -745,36 +953,28 @@ class _IterationPrinter:
         print(f"  iteration {i}/{self.iterations}: {parts}", file=sys.stderr)
 
 
-def _report_save(item, total: int, args: argparse.Namespace, summary: Summary) -> None:
+def _save(image: torch.Tensor, out: Path, args: argparse.Namespace) -> None:
+    """Write the result to its file, or to stdout (``--output -``) in ``--format``."""
+    if out != Path(STDIO):
+        save_image(image, out)
+        return
+    fmt = writable_format(f"x.{args.format or 'png'}")
+    if image.shape[0] == 4 and fmt == "JPEG":
+        image = image[:3]
+    buffer = io.BytesIO()  # whole, then written: a failed encode leaves stdout empty
+    tensor_to_pil(image).save(buffer, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
+    sys.stdout.buffer.write(buffer.getvalue())
+    sys.stdout.buffer.flush()
+
+
+def _report_save(item, total: int, summary: Summary) -> None:
     n, path, out, shape, seconds, fut = item
     try:
         fut.result()
     except TransformerNetError as e:
-        _record_failure(summary, path, e)
+        summary.fail(path, e)
         return
-    summary.done += 1
-    if not args.quiet:
-        h, w = shape[-2:]
-        print(f"[{n}/{total}] {path} -> {out}  {w}x{h}  {seconds * 1000:.1f} ms")
-
-
-def _record_failure(summary: Summary, path: Path, error: Exception | str) -> None:
-    summary.failed.append((path, str(error)))
-    print(f"error: {error}", file=sys.stderr)
-
-
-def _print_summary(summary: Summary, *, folder: bool) -> None:
-    if not folder:
-        return
-    for path, reason in summary.skipped:
-        print(f"skipped: {path}: {reason}", file=sys.stderr)
-    renamed = f", renamed {len(summary.renamed)} (name clashes)" if summary.renamed else ""
-    print(
-        f"done {summary.done}, skipped {len(summary.skipped)}, failed {len(summary.failed)}"
-        f"{renamed} in {summary.seconds:.1f} s "
-        f"({summary.done / max(summary.seconds, 1e-9):.1f} images/s)",
-        file=sys.stderr,
-    )
+    summary.image(n, total, path, out, shape, seconds)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -783,12 +983,17 @@ def main(argv: list[str] | None = None) -> int:
     Argument errors and --help return their code too (no SystemExit), so callers
     and tests get one behaviour.
     """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    build, command = build_parser, run
+    if argv and argv[0] in COMMANDS:  # stylize.py sheet ... / stylize.py info ...
+        build, command = COMMANDS[argv[0]]
+        argv = argv[1:]
     try:
-        args = build_parser().parse_args(argv)
+        args = build().parse_args(argv)
     except SystemExit as e:  # --help (0) or a one-line argument error (2)
         return int(e.code or 0)
     try:
-        return run(args)
+        return command(args)
     except TransformerNetError as e:  # the user's input; anything else is a bug: traceback
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code

@@ -1,0 +1,172 @@
+"""``stylize.py info`` and ``stylize.py sheet``: commands about models, beside stylizing.
+
+- ``info MODEL``: what a model file says about itself (architecture, parameter
+  count, styles, training settings, last losses; ``catalog.describe``) and the
+  runtimes this machine offers, with the one ``--runtime auto`` would pick.
+- ``sheet``: one photo through several models (files, or folders searched for
+  models), as a labelled contact sheet (``contact_sheet.py``): the quickest way
+  to compare styles. Multi-style models give one tile per style.
+
+Both take ``--json`` for scripts. Exit codes as ``stylize.py``'s: 0 done, 1 some
+work failed (a model that would not load or run: the sheet has the others),
+2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from .catalog import ModelInfo, describe, describe_all, find_models
+from .color import postprocess
+from .contact_sheet import contact_sheet, sheet_tiles
+from .errors import ConfigError, TransformerNetError
+from .image import ImageBytes, load_image, save_image, writable_format
+from .inference import default_threads
+from .runners import available_runtimes, open_stylizer, pick_runtime
+
+
+def run_info(args: argparse.Namespace) -> int:
+    info = describe(args.model)
+    auto = _auto_runtime(info)
+    if args.json:
+        print(json.dumps({**info.summary(), "runtimes": available_runtimes(), "auto": auto}))
+        return 0
+    for line in info_lines(info):
+        print(line)
+    print("runtimes here:")
+    for runtime in available_runtimes():
+        print(f"  {runtime}")
+    print(f"  --runtime auto runs it in: {auto}")
+    return 0
+
+
+def _auto_runtime(info: ModelInfo) -> str:
+    try:
+        return pick_runtime(info.path)
+    except TransformerNetError as e:
+        return f"none ({e})"
+
+
+def info_lines(info: ModelInfo) -> list[str]:
+    """The human description of a model, line by line."""
+    kinds = {
+        "torch": "PyTorch model file",
+        "onnx": "ONNX export",
+        "torchscript": "TorchScript export",
+        "folder": "model folder (safetensors)",
+    }
+    meta = info.meta
+    lines = [f"{info.path}: {kinds.get(info.kind, info.kind)}", f"  name: {info.name}"]
+    if info.model_args:
+        args = ", ".join(f"{k} {v}" for k, v in info.model_args.items())
+        lines.append(f"  architecture: TransformerNet ({args})")
+    if info.parameters is not None:
+        lines.append(f"  parameters: {info.parameters:,}")
+    images = meta.get("style_images", meta.get("style_image"))
+    images = [images] if isinstance(images, str) else images or []
+    lines.append(f"  styles: {info.num_styles}")
+    for k, name in enumerate(info.style_names):
+        source = f" ({images[k]})" if k < len(images) else ""
+        lines.append(f"    {k} {name}{source}")
+    training = []
+    if meta.get("global_step") is not None:
+        training.append(f"{meta['global_step']} steps")
+    if meta.get("image_size"):
+        training.append(f"{meta['image_size']} px crops")
+    if meta.get("created"):
+        training.append(f"written {meta['created']}")
+    if meta.get("quantized"):
+        training.append(f"quantized: {meta['quantized']}")
+    if training:
+        lines.append(f"  training: {', '.join(training)}")
+    if isinstance(meta.get("loss"), dict):
+        loss = ", ".join(f"{k} {v}" for k, v in meta["loss"].items())
+        lines.append(f"  loss: {loss}")
+    if isinstance(meta.get("metrics"), dict) and meta["metrics"]:
+        metrics = ", ".join(f"{k} {v:.4g}" for k, v in meta["metrics"].items())
+        lines.append(f"  last losses: {metrics}")
+    return lines
+
+
+def run_sheet(args: argparse.Namespace) -> int:
+    """Check, find the models, stylize the photo with each, write the sheet."""
+    out = Path(args.output)
+    to_stdout = args.output == "-"
+    if to_stdout and args.json:
+        raise ConfigError("--json and --output - both write to stdout; choose one")
+    if not to_stdout:
+        if writable_format(out) is None:
+            raise ConfigError(f"--output {out}: not an image file name (use .jpg or .png)")
+        if out.exists() and not args.overwrite:
+            raise ConfigError(f"{out}: already exists (pass --overwrite to replace it)")
+    source = ImageBytes.from_stdin("--input -") if args.input == "-" else Path(args.input)
+    photo = load_image(source, max_side=args.size)  # (3, H, W) uint8
+    infos, failed = describe_all(find_models(args.models))
+    for path, reason in failed:
+        _failure(args, path, reason)
+    if not infos:
+        raise ConfigError(f"--models {' '.join(args.models)}: no model found")
+    threads = args.threads or default_threads()
+    torch.set_num_threads(threads)
+    panels = [(source.name, photo)]
+    # Each model is opened when its tile is made: memory stays that of one model.
+    for label, path, style in sheet_tiles(infos):
+        start = time.perf_counter()
+        try:
+            stylizer = open_stylizer(
+                path,
+                device=args.device,
+                runtime=args.runtime,
+                threads=threads,
+                **({} if style is None else {"style": style}),
+            )
+            stylized = postprocess(
+                photo, stylizer(photo), strength=args.strength, preserve_color=args.preserve_color
+            )
+        except TransformerNetError as e:
+            failed.append((path, str(e)))
+            _failure(args, path, str(e))
+            continue
+        panels.append((label, stylized))
+        ms = round((time.perf_counter() - start) * 1000, 3)
+        _emit(args, "tile", model=str(path), label=label, runtime=stylizer.runtime, milliseconds=ms)
+    if len(panels) == 1:
+        print("error: no model could stylize the photo; no sheet written", file=sys.stderr)
+        return 1
+    sheet = contact_sheet(panels, height=photo.shape[1], columns=args.columns)
+    if to_stdout:
+        sheet.save(sys.stdout.buffer, format="PNG")
+        sys.stdout.buffer.flush()
+    else:
+        save_image(sheet, out)
+    code = 1 if failed else 0
+    tiles = len(panels) - 1
+    _emit(
+        args,
+        "summary",
+        output=args.output,
+        tiles=tiles,
+        failed=len(failed),
+        size=list(sheet.size),
+        exit_code=code,
+    )
+    if not (args.json or to_stdout):
+        print(f"{out}: {len(panels) - 1} tile(s), {sheet.width}x{sheet.height}")
+    return code
+
+
+def _failure(args: argparse.Namespace, path: Path, reason: str) -> None:
+    print(f"error: {reason}", file=sys.stderr)
+    _emit(args, "error", model=str(path), error=reason)
+
+
+def _emit(args: argparse.Namespace, kind: str, **fields) -> None:
+    """One JSON object on stdout, with ``--json``."""
+    if args.json:
+        print(json.dumps({"type": kind, **fields}), flush=True)
