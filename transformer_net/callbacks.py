@@ -185,12 +185,6 @@ class WriteModelFolder(pl.Callback):
             "devices": int(trainer.world_size),
             "accumulate_grad_batches": int(trainer.accumulate_grad_batches),
         }
-        if "metrics" not in meta:  # a model file without them: the last logged values
-            meta["metrics"] = {
-                k: float(v)
-                for k, v in sorted(trainer.callback_metrics.items())
-                if torch.is_tensor(v) and v.numel() == 1 and torch.isfinite(v)
-            }
         # The run's own folder: replaced when a resumed run ends again.
         self.path = save_model_folder(
             (args, state_dict, meta),
