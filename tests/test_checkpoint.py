@@ -107,7 +107,7 @@ def test_missing_and_empty_and_directory(tmp_path):
     (tmp_path / "empty.pth").write_bytes(b"")
     with pytest.raises(ModelFileError, match="empty.pth: empty file"):
         load_model(tmp_path / "empty.pth")
-    with pytest.raises(ModelFileError, match="is a directory"):
+    with pytest.raises(ModelFileError, match="a folder without config.json and model.safetensors"):
         load_model(tmp_path)
 
 

@@ -116,14 +116,7 @@ def read_model_file(path: str | os.PathLike) -> tuple[dict, dict, dict]:
         raise _not_ours(path, f"the file holds {_a(obj)}, not a dict of weights")
 
     if obj.get("format") == FORMAT:
-        version = obj.get("version")
-        if isinstance(version, bool) or not isinstance(version, int):
-            raise _not_ours(path, f"'version' is {_a(version)}, expected an int")
-        if version > FORMAT_VERSION:
-            raise ModelFileError(
-                f"{path}: model file version {version!r} is newer than this program "
-                f"understands ({FORMAT_VERSION}); upgrade transformer-net"
-            )
+        _check_version(path, obj, "model file")
         file_args = _field(path, obj, "model_args", Mapping, "a dict")
         sd = _weights(path, _field(path, obj, "state_dict", Mapping, "a dict"), "state_dict")
         meta = obj.get("meta")
@@ -143,6 +136,18 @@ def read_model_file(path: str | os.PathLike) -> tuple[dict, dict, dict]:
     return _model_args(path, sd, None), sd, {"source": "state dict"}
 
 
+def _check_version(path: Path, obj: Mapping, what: str) -> None:
+    """Our format's ``version``: an int this program understands (else ModelFileError)."""
+    version = obj.get("version")
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise _not_ours(path, f"'version' is {_a(version)}, expected an int")
+    if version > FORMAT_VERSION:
+        raise ModelFileError(
+            f"{path}: {what} version {version!r} is newer than this program "
+            f"understands ({FORMAT_VERSION}); upgrade transformer-net"
+        )
+
+
 def _read_folder(path: Path) -> tuple[dict, dict, dict]:
     """A model folder: ``config.json`` (JSON, never code) and ``model.safetensors``.
 
@@ -157,14 +162,7 @@ def _read_folder(path: Path) -> tuple[dict, dict, dict]:
         raise ModelFileError(f"{config_path}: not valid JSON ({first_line(e)})") from None
     if not isinstance(config, Mapping) or config.get("format") != FORMAT:
         raise _not_ours(config_path, f'no "format": "{FORMAT}"')
-    version = config.get("version")
-    if isinstance(version, bool) or not isinstance(version, int):
-        raise _not_ours(config_path, f"'version' is {_a(version)}, expected an int")
-    if version > FORMAT_VERSION:
-        raise ModelFileError(
-            f"{config_path}: model folder version {version!r} is newer than this program "
-            f"understands ({FORMAT_VERSION}); upgrade transformer-net"
-        )
+    _check_version(config_path, config, "model folder")
     file_args = _field(config_path, config, "model_args", Mapping, "a dict")
     tensors, _ = load_safetensors(path / WEIGHTS_FILE)
     sd = _weights(path / WEIGHTS_FILE, tensors, None)
