@@ -7,7 +7,9 @@ models), the app's "All styles" and the sample sheet of a shared model folder.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -15,7 +17,10 @@ from PIL import Image, ImageDraw
 from torchvision.utils import make_grid
 
 from .catalog import ModelInfo, unique_labels
+from .color import postprocess
+from .errors import TransformerNetError
 from .image import pil_to_tensor, tensor_to_pil
+from .inference import Stylizer
 
 LABEL_HEIGHT = 18  # pixels above each panel for its label
 MAX_LABEL = 40  # characters; longer labels are shortened with an ellipsis
@@ -63,3 +68,43 @@ def sheet_tiles(infos: Sequence[ModelInfo]) -> list[tuple[str, Path, int | None]
         else:
             tiles += [(f"{label}: {name}", info.path, k) for k, name in enumerate(info.style_names)]
     return tiles
+
+
+@dataclass
+class Tile:
+    """One model's (or style's) tile of a sheet: the stylized photo, or why there is none."""
+
+    label: str
+    path: Path
+    image: torch.Tensor | None  # (3, H, W) uint8; None when the model failed
+    error: str | None
+    runtime: str | None
+    seconds: float
+
+
+def stylized_tiles(
+    photo: torch.Tensor,
+    infos: Sequence[ModelInfo],
+    open_tile: Callable[[Path, int | None], Stylizer],
+    *,
+    strength: float = 1.0,
+    preserve_color: bool = False,
+) -> Iterator[Tile]:
+    """The photo ((3, H, W) uint8) through each of :func:`sheet_tiles`, one tile at a time.
+
+    ``open_tile(path, style)`` gives the stylizer (a cache, or a fresh one so that
+    memory stays that of one model). A model that fails (a :class:`TransformerNetError`)
+    gives a tile with ``error`` set and the others go on, as ``stylize.py sheet``
+    and the app both want. The post-processing is ``stylize.py``'s.
+    """
+    for label, path, style in sheet_tiles(infos):
+        start = time.perf_counter()
+        try:
+            stylizer = open_tile(path, style)
+            image = postprocess(
+                photo, stylizer(photo), strength=strength, preserve_color=preserve_color
+            )
+        except TransformerNetError as e:
+            yield Tile(label, path, None, str(e), None, time.perf_counter() - start)
+            continue
+        yield Tile(label, path, image, None, stylizer.runtime, time.perf_counter() - start)

@@ -17,10 +17,11 @@ import os
 from collections.abc import Callable
 
 import torch
+from PIL import Image
 
 from .color import gray_image, luminance, match_luminance
 from .errors import ConfigError
-from .image import load_image, to_uint8
+from .image import load_image, pil_to_tensor, resized_size, tensor_to_pil, to_uint8
 from .inference import Stylizer, pick_device
 from .loss import PerceptualLoss
 from .vgg import DOWNLOADED_WEIGHTS, default_preprocessing, fetch_vgg16
@@ -28,6 +29,10 @@ from .vgg import DOWNLOADED_WEIGHTS, default_preprocessing, fetch_vgg16
 OPTIMIZERS = ("lbfgs", "adam")
 INITS = ("content", "noise")
 Progress = Callable[[int, dict[str, float]], None]
+
+
+class Cancelled(Exception):
+    """Raised by a ``progress`` callback to stop an optimization (not an error: a request)."""
 
 
 def check_options(*, iterations: int, optimizer: str, init: str) -> None:
@@ -117,7 +122,9 @@ def optimize_image(
 
     ``iterations`` counts loss evaluations for L-BFGS and steps for Adam (lr 10
     in 0-255 pixel units by default; L-BFGS uses 1 with a strong-Wolfe line
-    search). ``progress(iteration, losses)`` is called every ``report_every``.
+    search). ``progress(iteration, losses)`` is called every ``report_every``;
+    an exception it raises (:class:`Cancelled`, for one) stops the optimization
+    and propagates: that is how a caller cancels (the web app's Cancel button).
     ``snapshots``: a dict whose keys are iteration counts; filled with the best
     image (lowest loss, uint8) seen up to each of them (e.g. {50: None, 100: None}).
     """
@@ -189,11 +196,13 @@ def _minimize(
 class GatysStylizer(Stylizer):
     """Per-image optimization (minutes per image) behind the ``inference.Stylizer`` interface.
 
-    ``style_image`` (a file, read with its longer side at most ``style_size``)
+    ``style_image`` (a file, or a (3, H, W) uint8 tensor such as a model file's
+    style thumbnail; its longer side resized to at most ``style_size``)
     and the loss arguments (``vgg_weights``, ``preprocessing``, ``*_weight``;
     ``style_weight=None``: the default of the weights' convention) make the
     target; ``iterations``, ``optimizer`` and ``init`` go to :func:`optimize_image`,
-    ``progress(iteration, losses)`` too. Bad options are :class:`ConfigError`,
+    ``progress(iteration, losses)`` (every ``report_every`` evaluations) too.
+    Bad options are :class:`ConfigError`,
     raised before the VGG weights load.
 
     ``preserve_color``: luminance-only transfer (Gatys et al. 2017, sec. 5.1):
@@ -210,7 +219,7 @@ class GatysStylizer(Stylizer):
 
     def __init__(
         self,
-        style_image: str | os.PathLike,
+        style_image: str | os.PathLike | torch.Tensor,
         *,
         device: str = "auto",
         style_size: int | None = None,
@@ -224,12 +233,17 @@ class GatysStylizer(Stylizer):
         init: str = "content",
         preserve_color: bool = False,
         progress: Progress | None = None,
+        report_every: int = 25,
     ):
         check_options(iterations=iterations, optimizer=optimizer, init=init)
         self.iterations, self.optimizer, self.init = iterations, optimizer, init
         self.preserve_color, self.progress = preserve_color, progress
+        self.report_every = report_every
         self.device = pick_device(device)
-        self.style_image = load_image(style_image, max_side=style_size)  # (3, H, W) uint8
+        if isinstance(style_image, torch.Tensor):
+            self.style_image = _resized(style_image, style_size)  # (3, H, W) uint8
+        else:
+            self.style_image = load_image(style_image, max_side=style_size)
         self.loss = perceptual_loss(
             self.style_image,
             vgg_weights=vgg_weights,
@@ -253,8 +267,17 @@ class GatysStylizer(Stylizer):
             optimizer=self.optimizer,
             init=self.init,
             progress=self.progress,
+            report_every=self.report_every,
         )
 
     def batch(self, frames: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) uint8 -> (B, 3, H, W) uint8: one optimization per image."""
         return torch.stack([self(frame) for frame in frames])
+
+
+def _resized(image: torch.Tensor, max_side: int | None) -> torch.Tensor:
+    """(3, H, W) uint8, its longer side scaled to ``max_side`` as ``load_image`` does."""
+    size = resized_size((image.shape[2], image.shape[1]), max_side=max_side)
+    if size == (image.shape[2], image.shape[1]):
+        return image
+    return pil_to_tensor(tensor_to_pil(image).resize(size, Image.Resampling.LANCZOS))

@@ -17,14 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 from .catalog import ModelInfo, describe, describe_all, find_models
-from .color import postprocess
-from .contact_sheet import contact_sheet, sheet_tiles
+from .contact_sheet import contact_sheet, stylized_tiles
 from .errors import ConfigError, TransformerNetError
 from .image import ImageBytes, load_image, save_image, writable_format
 from .inference import default_threads
@@ -115,27 +113,31 @@ def run_sheet(args: argparse.Namespace) -> int:
     threads = args.threads or default_threads()
     torch.set_num_threads(threads)
     panels = [(source.name, photo)]
-    # Each model is opened when its tile is made: memory stays that of one model.
-    for label, path, style in sheet_tiles(infos):
-        start = time.perf_counter()
-        try:
-            stylizer = open_stylizer(
-                path,
-                device=args.device,
-                runtime=args.runtime,
-                threads=threads,
-                **({} if style is None else {"style": style}),
-            )
-            stylized = postprocess(
-                photo, stylizer(photo), strength=args.strength, preserve_color=args.preserve_color
-            )
-        except TransformerNetError as e:
-            failed.append((path, str(e)))
-            _failure(args, path, str(e))
+
+    def open_tile(path: Path, style: int | None):  # opened per tile: memory of one model
+        options = {} if style is None else {"style": style}
+        return open_stylizer(
+            path, device=args.device, runtime=args.runtime, threads=threads, **options
+        )
+
+    tiles = stylized_tiles(
+        photo, infos, open_tile, strength=args.strength, preserve_color=args.preserve_color
+    )
+    for tile in tiles:
+        if tile.error is not None:
+            failed.append((tile.path, tile.error))
+            _failure(args, tile.path, tile.error)
             continue
-        panels.append((label, stylized))
-        ms = round((time.perf_counter() - start) * 1000, 3)
-        _emit(args, "tile", model=str(path), label=label, runtime=stylizer.runtime, milliseconds=ms)
+        panels.append((tile.label, tile.image))
+        ms = round(tile.seconds * 1000, 3)
+        _emit(
+            args,
+            "tile",
+            model=str(tile.path),
+            label=tile.label,
+            runtime=tile.runtime,
+            milliseconds=ms,
+        )
     if len(panels) == 1:
         print("error: no model could stylize the photo; no sheet written", file=sys.stderr)
         return 1
