@@ -13,6 +13,7 @@ import importlib.util
 import sys
 
 from transformer_net.errors import TransformerNetError, first_line
+from transformer_net.stylize_cli import OneLineParser
 
 INSTALL_HINT = 'the web app needs Gradio: pip install -e ".[app]"'
 EXAMPLES = """\
@@ -26,7 +27,7 @@ examples:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="app.py",
         description="Stylize photos in the browser with the models under the given folders.",
         epilog=EXAMPLES,
@@ -78,7 +79,10 @@ def _port(text: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help (0) or a one-line argument error (2)
+        return int(e.code or 0)
     if importlib.util.find_spec("gradio") is None:
         print(f"error: {INSTALL_HINT}", file=sys.stderr)
         return 2

@@ -100,7 +100,7 @@ STDOUT_FORMATS = ["png", "jpg", "webp", "tif", "bmp"]
 _ALPHA_FORMATS = {".png", ".tif", ".tiff", ".webp"}
 
 
-class _Parser(argparse.ArgumentParser):
+class OneLineParser(argparse.ArgumentParser):
     """argparse with one-line errors: the usage block would bury the message (--help has it)."""
 
     def error(self, message: str) -> NoReturn:
@@ -127,7 +127,7 @@ examples:
 
 
 def build_sheet_parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = OneLineParser(
         prog="stylize.py sheet",
         description="One photo through several models: a labelled contact sheet.",
         epilog=SHEET_EXAMPLES,
@@ -147,7 +147,7 @@ def build_sheet_parser() -> argparse.ArgumentParser:
 
 
 def build_info_parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = OneLineParser(
         prog="stylize.py info",
         description="What a model file holds: architecture, styles, training; runtimes here.",
         epilog=INFO_EXAMPLES,
@@ -162,7 +162,7 @@ COMMANDS = {"sheet": (build_sheet_parser, run_sheet), "info": (build_info_parser
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = OneLineParser(
         prog="stylize.py",
         description="Stylize photos with a trained transformer-net model (one forward pass).",
         epilog=EXAMPLES,
