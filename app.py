@@ -13,7 +13,7 @@ import importlib.util
 import sys
 
 from transformer_net.errors import TransformerNetError, first_line
-from transformer_net.stylize_cli import OneLineParser
+from transformer_net.stylize_cli import OneLineParser, at_least_1
 
 INSTALL_HINT = 'the web app needs Gradio: pip install -e ".[app]"'
 EXAMPLES = """\
@@ -45,34 +45,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--port", type=_port, default=7860, help="port (7860)")
     p.add_argument("--device", default="auto", help="auto (GPU if available), cpu, cuda, mps")
-    p.add_argument("--threads", type=_positive, default=None, help="CPU threads (one per core)")
+    p.add_argument("--threads", type=at_least_1, default=None, help="CPU threads (one per core)")
     p.add_argument(
         "--vgg-weights",
         default="caffe",
         help="loss network of Gatys optimization: caffe (downloaded once) or a .pth file",
     )
-    p.add_argument("--max-upload-mb", type=_positive, default=50, help="largest upload in MB (50)")
+    p.add_argument("--max-upload-mb", type=at_least_1, default=50, help="largest upload in MB (50)")
     p.add_argument(
         "--max-megapixels",
-        type=_positive,
+        type=at_least_1,
         default=40,
         help="largest photo and result in megapixels (40)",
     )
     return p
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
 def _port(text: str) -> int:
-    value = _positive(text)
+    value = at_least_1(text)
     if value > 65535:
         raise argparse.ArgumentTypeError(f"must be 1-65535, got {value}")
     return value

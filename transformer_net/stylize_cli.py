@@ -137,7 +137,7 @@ def build_sheet_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", required=True, nargs="+", help="model files and/or folders")
     p.add_argument("--output", required=True, help="the sheet (.jpg, .png, ...), or - (PNG)")
     p.add_argument("--size", type=_side, default=512, help="longer side of each tile (512)")
-    p.add_argument("--columns", type=_at_least_1, default=None, help="tiles per row (all)")
+    p.add_argument("--columns", type=at_least_1, default=None, help="tiles per row (all)")
     p.add_argument("--strength", type=_strength, default=1.0, help="0-1, as for stylizing (1)")
     p.add_argument("--preserve-color", action="store_true", help="keep the photo's colors")
     p.add_argument("--overwrite", action="store_true", help="replace an existing sheet")
@@ -199,14 +199,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_runtime_options(p)
     _add_model_options(p)
     p.add_argument(
-        "--io-threads", type=_at_least_1, default=4, help="threads decoding/encoding images (4)"
+        "--io-threads", type=at_least_1, default=4, help="threads decoding/encoding images (4)"
     )
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--quiet", action="store_true", help="print only errors and the summary")
     v = p.add_argument_group("video (.mp4 .mov .mkv .avi .webm .m4v; needs PyAV)")
     v.add_argument(
         "--batch-size",
-        type=_at_least_1,
+        type=at_least_1,
         default=None,
         help="frames per model call (8 on CUDA, else 2)",
     )
@@ -237,7 +237,7 @@ def _add_runtime_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--threads",
-        type=_at_least_1,
+        type=at_least_1,
         default=None,
         metavar="N",
         help=f"CPU threads of PyTorch and onnxruntime (default: one per physical core, "
@@ -329,7 +329,7 @@ def _add_optimization_options(p: argparse.ArgumentParser) -> None:
         help="default as in training: 1e5 (torchvision), 1 (caffe)",
     )
     g.add_argument("--tv-weight", type=float, default=0.0)
-    g.add_argument("--iterations", type=_at_least_1, default=300)
+    g.add_argument("--iterations", type=at_least_1, default=300)
     g.add_argument("--optimizer", choices=["lbfgs", "adam"], default="lbfgs")
     g.add_argument("--init", choices=["content", "noise"], default="content")
 
@@ -409,8 +409,8 @@ def _crf(text: str) -> int:
     return value
 
 
-def _at_least_1(text: str) -> int:
-    """--batch-size, --io-threads, --iterations, --threads."""
+def at_least_1(text: str) -> int:
+    """A whole number >= 1 (--batch-size, --threads, ...; app.py's options too)."""
     value = _number(text, int)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
