@@ -19,6 +19,7 @@ import torch
 import yaml
 
 from tests.conftest import script_main, write_photo
+from tests.fake_hub import FakeHub
 from tests.test_stylize import run_stylize
 from transformer_net import safetensors_file
 from transformer_net.checkpoint import load_model, read_model_file, save_model_file
@@ -404,6 +405,77 @@ def test_an_uncached_hf_path_offline_fails_in_one_line(tmp_path, hub_cache, caps
     )
     r = run_stylize(capsys, "--model", "hf://alice/x@", "--input", photo, "--output", "o.png")
     assert r.returncode == 2 and "not a Hub model path" in r.stderr
+
+
+@pytest.fixture
+def hub_server(tmp_path, model_file, monkeypatch):
+    """A model folder served over HTTP by a Hub stand-in, huggingface_hub pointed at it,
+    online, with an empty cache of this test's own."""
+    constants = pytest.importorskip("huggingface_hub.constants")
+    folder = save_model_folder(model_file, tmp_path / "model")
+    with FakeHub("alice/tiny-style", folder, COMMIT) as hub:
+        # huggingface_hub reads HF_ENDPOINT and HF_HUB_CACHE when imported: set what it read
+        monkeypatch.setattr(constants, "ENDPOINT", hub.url)
+        template = hub.url + "/{repo_id}/resolve/{revision}/{filename}"
+        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", template)
+        monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        yield hub, folder
+
+
+def test_hf_paths_download_over_http_then_work_offline(tmp_path, hub_server, monkeypatch, capsys):
+    hub, folder = hub_server
+    photo = write_photo(tmp_path / "photo.png", size=(30, 20))
+    out = {}
+    for name, model in (("local", folder), ("hub", "hf://alice/tiny-style"), ("tag", None)):
+        if name == "tag":  # downloaded once: offline, from the cache, by commit
+            monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+            model = f"hf://alice/tiny-style@{COMMIT}"
+        out[name] = tmp_path / f"{name}.png"
+        run_stylize(
+            capsys, "--model", model, "--input", photo, "--output", out[name], "--runtime",
+            "torch", check_rc=0,
+        )  # fmt: skip
+    assert torch.equal(load_image(out["local"]), load_image(out["hub"]))
+    assert torch.equal(load_image(out["local"]), load_image(out["tag"]))
+    downloaded = {r.rsplit("/", 1)[-1] for r in hub.requests if r.startswith("GET /alice/")}
+    assert downloaded == {p.name for p in folder.iterdir()}  # every file, over HTTP
+    assert len([r for r in hub.requests if r.startswith("GET /alice/")]) == len(downloaded)
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        (
+            "hf://alice/tiny-style@v9",
+            "hf://alice/tiny-style@v9: the repository has no revision 'v9'",
+        ),
+        ("hf://bob/nothing", "hf://bob/nothing: no such model repository on the Hub"),
+    ],
+)
+def test_a_missing_hub_repository_or_revision_is_one_line(
+    tmp_path, hub_server, capsys, model, message
+):
+    photo = write_photo(tmp_path / "photo.png")
+    r = run_stylize(capsys, "--model", model, "--input", photo, "--output", tmp_path / "o.png")
+    assert r.returncode == 2 and r.stderr.startswith(f"error: {message}")
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_an_unreachable_hub_uses_the_cache_or_says_so(tmp_path, hub_server, capsys):
+    hub, folder = hub_server
+    photo = write_photo(tmp_path / "photo.png")
+    args = ["--input", photo, "--output", tmp_path / "a.png", "--runtime", "torch"]
+    run_stylize(capsys, "--model", "hf://alice/tiny-style", *args, check_rc=0)
+    hub.stop()  # the Hub goes away: what was downloaded still loads
+    args[3] = tmp_path / "b.png"
+    run_stylize(capsys, "--model", "hf://alice/tiny-style", *args, check_rc=0)
+    args[3] = tmp_path / "c.png"
+    r = run_stylize(capsys, "--model", "hf://alice/other", *args)
+    assert (
+        r.returncode != 0
+        and "hf://alice/other: cannot download from the Hub and not in " in r.stderr
+    )
 
 
 def test_without_the_hub_extra_both_commands_say_how_to_install_it(
