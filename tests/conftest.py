@@ -84,3 +84,23 @@ def _private_cache(tmp_path_factory, monkeypatch):
     """Downloads and cached ONNX exports go to a folder of this test session, never to
     the user's ~/.cache (tests that need their own set TRANSFORMER_NET_CACHE again)."""
     monkeypatch.setenv("TRANSFORMER_NET_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+@pytest.fixture(autouse=True)
+def _root_logging_restored():
+    """The root logger as the test found it: in-process train.py runs let Hydra configure
+    logging (INFO, handlers on the streams pytest captured for that test), which later
+    tests would otherwise log into, closed streams and all ("--- Logging error ---")."""
+    import logging
+
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    yield
+    for handler in list(root.handlers):
+        if handler not in handlers:
+            root.removeHandler(handler)
+            handler.close()
+    for handler in handlers:
+        if handler not in root.handlers:
+            root.addHandler(handler)
+    root.setLevel(level)
