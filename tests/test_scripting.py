@@ -6,6 +6,8 @@ bytes buffers where a pipe is the subject.
 
 import io
 import json
+import os
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -229,3 +231,15 @@ def test_help_lists_commands_and_exit_codes(capsys):
             "usage: stylize.py " + command
         )
         assert "examples:" in r.out
+
+
+def test_a_closed_stdout_stops_quietly(tmp_path, model, monkeypatch, capsys):
+    """``stylize.py info m.pth | head -1``: the reader goes away; no traceback, exit 141."""
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone: writes fail with EPIPE
+    monkeypatch.setattr("sys.stdout", open(write, "w", buffering=1))  # noqa: SIM115
+    try:
+        assert stylize_cli.main(["info", str(model)]) == 141
+    finally:
+        sys.stdout.close()
+    assert capsys.readouterr().err == ""

@@ -14,6 +14,7 @@ import argparse
 import io
 import json
 import math
+import os
 import sys
 import time
 from collections import defaultdict, deque
@@ -75,7 +76,7 @@ commands (each has its own --help):
   stylize.py info MODEL     what a model file holds and the runtimes available here
 
 exit codes: 0 all done, 1 some inputs failed (the others are written),
-2 bad usage (nothing done), 130 interrupted.
+2 bad usage (nothing done), 130 interrupted, 141 the reader of stdout went away.
 
 Models: the .pth written by train.py, a Lightning .ckpt from training, a
 state dict of the PyTorch examples' fast_neural_style (e.g. its mosaic.pth), or
@@ -978,7 +979,8 @@ def _report_save(item, total: int, summary: Summary) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """stylize.py: the exit code (0 done, 1 some inputs failed, 2 bad usage, 130 interrupted).
+    """stylize.py: the exit code (0 done, 1 some inputs failed, 2 bad usage, 130 interrupted,
+    141 stdout closed by its reader).
 
     Argument errors and --help return their code too (no SystemExit), so callers
     and tests get one behaviour.
@@ -1000,3 +1002,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: finished outputs are complete; rerun to do the rest", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader of stdout went away (`... | head`): stop quietly
+        # stdout to /dev/null, so that the interpreter's last flush cannot fail again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # what a shell reports for a command stopped by SIGPIPE

@@ -60,7 +60,10 @@ def info_lines(info: ModelInfo) -> list[str]:
         "folder": "model folder (safetensors)",
     }
     meta = info.meta
-    lines = [f"{info.path}: {kinds.get(info.kind, info.kind)}", f"  name: {info.name}"]
+    kind = kinds.get(info.kind, info.kind)
+    if meta.get("source") == "lightning checkpoint":
+        kind = "Lightning training checkpoint (its network)"
+    lines = [f"{info.path}: {kind}", f"  name: {info.name}"]
     if info.model_args:
         args = ", ".join(f"{k} {v}" for k, v in info.model_args.items())
         lines.append(f"  architecture: TransformerNet ({args})")
