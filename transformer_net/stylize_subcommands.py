@@ -113,7 +113,8 @@ def run_sheet(args: argparse.Namespace) -> int:
     for path, reason in failed:
         _failure(args, path, reason)
     if not infos:
-        raise ConfigError(f"--models {' '.join(args.models)}: no model found")
+        what = "no usable model (see above)" if failed else "no model found"
+        raise ConfigError(f"--models {' '.join(args.models)}: {what}")
     threads = args.threads or default_threads()
     torch.set_num_threads(threads)
     panels = [(source.name, photo)]
