@@ -1,5 +1,6 @@
 """CPU runtimes: int8 ONNX files, stylize.py's --runtime choice, the ONNX cache, --threads."""
 
+import os
 import re
 import sys
 
@@ -319,14 +320,34 @@ def test_cache_is_made_once_reused_and_renewed_when_the_file_changes(
     run_stylize(capsys, *argv, check_rc=0)
     (entry,) = cache.iterdir()
     assert entry == runners.onnx_cache_path(model) and len(exports) == 1
-    stamp = entry.stat().st_mtime_ns
+    inode = entry.stat().st_ino  # an atomic rewrite would be a new file
     run_stylize(capsys, *argv, check_rc=0)
-    assert len(exports) == 1 and entry.stat().st_mtime_ns == stamp  # reused, not rewritten
+    assert len(exports) == 1 and entry.stat().st_ino == inode  # reused, not rewritten
     torch.manual_seed(1)  # retrained: same path, other bytes
     save_model_file(TransformerNet(**CHANNELS), model)
     run_stylize(capsys, *argv, check_rc=0)
     assert len(exports) == 2 and len(list(cache.iterdir())) == 2
     assert runners.onnx_cache_path(model) != entry
+
+
+def test_the_cache_keeps_the_most_recently_used_exports(tmp_path, cache, exports):
+    """Every retrained model gets an entry: the least recently used ones go."""
+    image = torch.randint(0, 256, (3, 13, 11), dtype=torch.uint8)
+    models = []
+    for seed in range(4):
+        torch.manual_seed(seed)
+        models.append(save_model_file(TransformerNet(**CHANNELS), tmp_path / f"m{seed}.pth"))
+    for k, model in enumerate(models[:3]):
+        open_stylizer(model, device="cpu")(image)
+        entry = runners.onnx_cache_path(model)
+        os.utime(entry, (1000 + k, 1000 + k))  # used in this order, a second apart
+    open_stylizer(models[0], device="cpu")  # used again: now the most recent
+    runners.prune_onnx_cache(cache, keep=runners.onnx_cache_path(models[3]), entries=3)
+    left = set(cache.iterdir())
+    assert left == {runners.onnx_cache_path(m) for m in (models[0], models[2])}
+    assert len(exports) == 3  # models[0] was reused, not exported again
+    runners.prune_onnx_cache(cache, keep=runners.onnx_cache_path(models[0]), entries=1)
+    assert set(cache.iterdir()) == {runners.onnx_cache_path(models[0])}
 
 
 def test_corrupt_cache_entry_is_rebuilt(files, tmp_path, cache, exports):

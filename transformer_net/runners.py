@@ -12,6 +12,7 @@ cache (:func:`cached_onnx_export`).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import os
@@ -45,6 +46,9 @@ _FP32_ONLY = (
     "--precision, --compile and --cuda-graphs apply to .pth/.ckpt models; "
     "ONNX and TorchScript files run in fp32"
 )
+# Cached ONNX exports kept (the most recently used): one per model file in use,
+# 0.3-7 MB each for the presets (a few hundred MB at most).
+ONNX_CACHE_ENTRIES = 32
 _TORCH_ONLY = "--style-index, --style-mix and --tile-size apply to .pth/.ckpt models"
 # The keyword arguments of inference.TorchStylizer besides model_path and device.
 _TORCH_OPTIONS = {"precision", "compile", "cuda_graphs", "style", "tile_size", "progress"}
@@ -251,6 +255,8 @@ def cached_onnx_export(model_path: str | os.PathLike, *, rebuild: bool = False) 
     check_model_path(path)
     cached = onnx_cache_path(path)
     if cached.is_file() and not rebuild:
+        with contextlib.suppress(OSError):  # its use time, for prune_onnx_cache
+            os.utime(cached)
         return cached
     model, meta = load_model(path)
     try:
@@ -262,7 +268,29 @@ def cached_onnx_export(model_path: str | os.PathLike, *, rebuild: bool = False) 
             f"{cached.parent}: cannot write the ONNX export of {path} there ({e.strerror or e}); "
             "set TRANSFORMER_NET_CACHE to a writable folder or use --runtime torch"
         ) from None
+    prune_onnx_cache(cached.parent, keep=cached)
     return cached
+
+
+def prune_onnx_cache(folder: Path, *, keep: Path, entries: int = ONNX_CACHE_ENTRIES) -> None:
+    """Delete all but the ``entries`` most recently used exports in ``folder``.
+
+    Every retrained or edited model file gets an entry of its own (its SHA-256
+    names it), so without this the folder would only grow; ``keep`` (the one in
+    use) always stays. A file that cannot be deleted (another process using it
+    on Windows, a read-only folder) is left for the next time.
+    """
+
+    def used(p: Path) -> float:
+        try:
+            return p.stat().st_mtime
+        except OSError:  # deleted meanwhile by another process's pruning
+            return 0.0
+
+    exports = sorted(folder.glob("*.onnx"), key=used, reverse=True)
+    for old in [p for p in exports if p != keep][max(entries - 1, 0) :]:
+        with contextlib.suppress(OSError):
+            old.unlink()
 
 
 def _cached_onnx_stylizer(path: Path, *, device: str, threads: int | None) -> OnnxStylizer:
