@@ -12,7 +12,6 @@ them holds the same network.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 from collections.abc import Iterable, Sequence
@@ -22,9 +21,9 @@ from typing import Any
 
 import torch
 
-from .checkpoint import is_model_folder, read_model_file, resolve_model_path
+from .checkpoint import is_model_folder, read_model_file, resolve_model_path, style_thumbnails
 from .errors import ModelFileError
-from .image import decode_thumbnail, load_image, style_thumbnail
+from .image import decode_thumbnail
 
 MODEL_SUFFIXES = (".pth", ".pt", ".onnx")
 
@@ -97,30 +96,11 @@ def _stem(path: Path) -> str:
 
 
 def _thumbnails(meta: dict, count: int) -> list[torch.Tensor | None]:
-    """The paintings: carried thumbnails, else the style image files if they are here."""
-    carried = meta.get("style_thumbnails")
-    if isinstance(carried, list) and len(carried) == count:
-        thumbs = []
-        for item in carried:
-            data = item
-            if isinstance(item, str):  # ONNX metadata: base64 text
-                try:
-                    data = torch.frombuffer(bytearray(base64.b64decode(item)), dtype=torch.uint8)
-                except ValueError:
-                    data = None
-            thumbs.append(decode_thumbnail(data) if isinstance(data, torch.Tensor) else None)
-        return thumbs
-    paths = meta.get("style_images", meta.get("style_image"))
-    paths = [paths] if isinstance(paths, str) else paths
-    if not (isinstance(paths, list) and len(paths) == count):
-        return [None] * count
-    thumbs = []
-    for p in paths:
-        try:
-            thumbs.append(decode_thumbnail(style_thumbnail(load_image(p))))
-        except Exception:  # noqa: BLE001 - a moved or unreadable painting: no thumbnail
-            thumbs.append(None)
-    return thumbs
+    """The paintings, decoded: (3, H, W) uint8 each, or None."""
+    return [
+        decode_thumbnail(jpeg) if jpeg is not None else None
+        for jpeg in style_thumbnails(meta, count)
+    ]
 
 
 def _describe_onnx(path: Path) -> ModelInfo:

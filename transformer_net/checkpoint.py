@@ -29,6 +29,8 @@ Multi-style networks (conditional instance norm) have the same tensor names with
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import os
 import pickle
@@ -41,7 +43,8 @@ import torch
 
 from . import hub
 from .atomic import atomic_torch_save
-from .errors import ModelFileError, first_line
+from .errors import ModelFileError, TransformerNetError, first_line
+from .image import load_image, style_thumbnail
 from .model import TransformerNet
 from .safetensors_file import load_file as load_safetensors
 from .weights_only import refused_global
@@ -80,6 +83,46 @@ def is_model_folder(path: str | os.PathLike) -> bool:
     """Whether ``path`` is a folder holding ``config.json`` and ``model.safetensors``."""
     path = Path(path)
     return path.is_dir() and all((path / name).is_file() for name in (CONFIG_FILE, WEIGHTS_FILE))
+
+
+def style_thumbnails(meta: Mapping[str, Any], count: int) -> list[torch.Tensor | None]:
+    """A model's paintings as JPEG bytes (1-D uint8 tensors, ``image.style_thumbnail``),
+    one per style, from its metadata.
+
+    The thumbnails the metadata carries (written by training; base64 text in ONNX
+    metadata) when all ``count`` are JPEGs; else made from the style image files
+    it names, where they are on this machine; None for a style neither gives.
+    """
+    carried = meta.get("style_thumbnails")
+    if isinstance(carried, (list, tuple)) and len(carried) == count:
+        thumbs = [_jpeg_tensor(item) for item in carried]
+        if all(t is not None for t in thumbs):
+            return thumbs
+    paths = meta.get("style_images", meta.get("style_image"))
+    paths = [paths] if isinstance(paths, str) else paths
+    if not (isinstance(paths, (list, tuple)) and len(paths) == count):
+        return [None] * count
+    thumbs = []
+    for path in paths:
+        try:
+            thumbs.append(style_thumbnail(load_image(str(path))))
+        except TransformerNetError:  # a moved or unreadable painting: no thumbnail
+            thumbs.append(None)
+    return thumbs
+
+
+def _jpeg_tensor(item: Any) -> torch.Tensor | None:
+    """A carried thumbnail as a 1-D uint8 tensor of JPEG bytes; None if it is not one."""
+    if isinstance(item, str):  # ONNX metadata (export._metadata): base64 text
+        try:
+            data = bytearray(base64.b64decode(item, validate=True))
+        except (binascii.Error, ValueError):
+            return None
+        item = torch.frombuffer(data, dtype=torch.uint8) if data else None
+    if isinstance(item, torch.Tensor) and item.dtype == torch.uint8 and item.dim() == 1:
+        if item[:2].tolist() == [0xFF, 0xD8]:  # the JPEG start-of-image marker
+            return item
+    return None
 
 
 def check_model_path(path: Path) -> None:

@@ -100,9 +100,6 @@ class ImageBytes(os.PathLike):
     def __str__(self) -> str:
         return self.name
 
-    def stat(self) -> os.stat_result:  # only st_size is read: "empty file"
-        return os.stat_result((0, 0, 0, 0, 0, 0, len(self.data), 0, 0, 0))
-
 
 ImageSource = str | os.PathLike
 
@@ -124,7 +121,8 @@ def open_image(path: ImageSource) -> Image.Image:
     except IsADirectoryError:
         raise ImageError(f"{path}: is a directory, not an image") from None
     except UnidentifiedImageError:
-        what = "empty file" if path.stat().st_size == 0 else "not an image PIL can read"
+        empty = not path.data if isinstance(path, ImageBytes) else path.stat().st_size == 0
+        what = "empty file" if empty else "not an image PIL can read"
         raise ImageError(f"{path}: {what}") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise ImageError(f"{path}: cannot decode image ({e})") from None

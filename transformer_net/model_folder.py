@@ -41,9 +41,10 @@ from .checkpoint import (
     WEIGHTS_FILE,
     read_model_file,
     resolve_model_path,
+    style_thumbnails,
 )
 from .errors import ConfigError, ImageError, ModelFileError
-from .image import load_image, style_thumbnail
+from .image import load_image
 from .safetensors_file import encode
 
 CARD_FILE = "README.md"
@@ -371,30 +372,13 @@ def _check_target(folder: Path, *, overwrite: bool) -> None:
 
 
 def _style_images(meta: Mapping, num_styles: int) -> dict[str, bytes]:
-    """``{file name: JPEG bytes}``: the carried thumbnails, else the style image files if
-    they are on this machine; one per style, or none at all."""
+    """``{file name: JPEG bytes}``: the model's paintings (``checkpoint.style_thumbnails``),
+    one per style, or none at all."""
     names = ["style.jpg"] if num_styles == 1 else [f"style_{k}.jpg" for k in range(num_styles)]
-    thumbs = meta.get("style_thumbnails")
-    if isinstance(thumbs, (list, tuple)) and len(thumbs) == num_styles:
-        data = [_tensor_bytes(t) for t in thumbs]
-        if all(d is not None and d.startswith(b"\xff\xd8") for d in data):  # JPEG
-            return dict(zip(names, data, strict=True))
-    paths = meta.get("style_images", meta.get("style_image"))
-    paths = [paths] if isinstance(paths, str) else paths
-    if isinstance(paths, (list, tuple)) and len(paths) == num_styles:
-        if all(Path(str(p)).is_file() for p in paths):
-            try:
-                images = [style_thumbnail(load_image(str(p))) for p in paths]
-            except ImageError:
-                return {}
-            return {n: _tensor_bytes(t) for n, t in zip(names, images, strict=True)}
-    return {}
-
-
-def _tensor_bytes(value: Any) -> bytes | None:
-    if isinstance(value, torch.Tensor) and value.dtype == torch.uint8 and value.dim() == 1:
-        return value.numpy().tobytes()
-    return None
+    thumbs = style_thumbnails(meta, num_styles)
+    if any(t is None for t in thumbs):
+        return {}
+    return {name: t.numpy().tobytes() for name, t in zip(names, thumbs, strict=True)}
 
 
 def _jpeg(image: Image.Image) -> bytes:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import math
 import os
 import sys
@@ -41,7 +40,7 @@ from .image import (
 )
 from .inference import Stylizer, bf16_emulation_warning, default_threads
 from .runners import RUNTIMES, open_stylizer
-from .stylize_subcommands import run_info, run_sheet
+from .stylize_subcommands import print_json, run_info, run_sheet
 from .tiling import check_tile_size
 from .video import stylize_video
 from .video_io import VIDEO_EXTENSIONS, is_video_file, require_av, video_frame_size
@@ -454,7 +453,7 @@ class Summary:
     def emit(self, kind: str, **fields) -> None:
         """One JSON object on stdout (``--json`` only)."""
         if self.json:
-            print(json.dumps({"type": kind, **fields}), flush=True)
+            print_json(kind, **fields)
 
     def say(self, line: str) -> None:
         """A line for people (not with ``--json`` or ``--quiet``)."""

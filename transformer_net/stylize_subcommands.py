@@ -186,6 +186,10 @@ def _failure(args: argparse.Namespace, path: Path, reason: str) -> None:
 
 
 def _emit(args: argparse.Namespace, kind: str, **fields) -> None:
-    """One JSON object on stdout, with ``--json``."""
     if args.json:
-        print(json.dumps({"type": kind, **fields}), flush=True)
+        print_json(kind, **fields)
+
+
+def print_json(kind: str, **fields) -> None:
+    """One ``--json`` object on a line of stdout: ``{"type": kind, ...fields}``."""
+    print(json.dumps({"type": kind, **fields}), flush=True)
