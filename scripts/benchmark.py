@@ -292,7 +292,7 @@ def _onnx_inference(model: TransformerNet, cfg: Config, calibration: str | None,
 
     path = export_onnx(model, tmp / f"{cfg.preset}.onnx")
     if cfg.int8:
-        from transformer_net.export import quantize_onnx
+        from transformer_net.quantize import quantize_onnx
 
         int8 = tmp / f"{cfg.preset}-int8.onnx"
         if not int8.exists():

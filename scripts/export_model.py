@@ -256,13 +256,8 @@ def _check_quantize_options(args: argparse.Namespace, fmt: str) -> None:
 
 def export_int8(model, meta: dict, args: argparse.Namespace) -> int:
     """fp32 ONNX (checked against PyTorch), quantized to args.output, compared on photos."""
-    from transformer_net.export import (
-        ONNX_INSTALL_HINT,
-        ONNX_OPSET,
-        export_onnx,
-        photo_files,
-        quantize_onnx,
-    )
+    from transformer_net.export import ONNX_INSTALL_HINT, ONNX_OPSET, export_onnx
+    from transformer_net.quantize import photo_files, quantize_onnx
 
     try:
         import onnxruntime  # noqa: F401
@@ -292,7 +287,7 @@ def compare_int8(
 ) -> float:
     """Mean PSNR of int8 against fp32 outputs on photos left out of calibration, if any;
     printed, with a warning (not an error) below PSNR_WARNING_DB."""
-    from transformer_net.export import calibration_image, output_psnr
+    from transformer_net.quantize import calibration_image, output_psnr
     from transformer_net.runners import OnnxStylizer
 
     held_out = photos[count : count + HELD_OUT]

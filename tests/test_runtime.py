@@ -14,9 +14,10 @@ from tests.test_stylize import run_stylize
 from transformer_net import inference, runners
 from transformer_net.checkpoint import save_model_file
 from transformer_net.errors import ConfigError, ImageError
-from transformer_net.export import export_onnx, export_torchscript, output_psnr, quantize_onnx
+from transformer_net.export import export_onnx, export_torchscript
 from transformer_net.loss import PerceptualLoss
 from transformer_net.model import TransformerNet
+from transformer_net.quantize import output_psnr, quantize_onnx
 from transformer_net.runners import OnnxStylizer, TorchStylizer, open_stylizer, pick_runtime
 
 ort = pytest.importorskip("onnxruntime")
@@ -113,6 +114,74 @@ def test_int8_export_is_close_to_fp32(trained, photos, tmp_path, capsys):
     quantized_inputs = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
     assert [c.input[1] in quantized_inputs for c in (convs[0], convs[-1])] == [False, False]
     assert all(c.input[1] in quantized_inputs for c in convs[1:-1])
+
+
+def test_int8_file_runs_every_quantized_convolution_in_int8(int8_file, tmp_path):
+    """What onnxruntime makes of the file when it loads it: each quantized convolution
+    fused into one QLinearConv (not dequantized to an fp32 Conv, which is slower than
+    no quantization), and the reflection pads in front of them copying uint8 values."""
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "loaded.onnx")
+    ort.InferenceSession(str(int8_file), options, providers=["CPUExecutionProvider"])
+    loaded = onnx.load(str(tmp_path / "loaded.onnx")).graph
+    ops = [n.op_type for n in loaded.node]
+    convs = [n for n in onnx.load(str(int8_file)).graph.node if n.op_type == "Conv"]
+    assert ops.count("QLinearConv") == len(convs) - 2  # all but the two 9x9 layers
+    assert "DequantizeLinear" not in {
+        n.op_type
+        for n in loaded.node
+        for c in loaded.node
+        if c.op_type == "Conv" and n.output[0] in c.input
+    }
+    made_by = {out: n for n in loaded.node for out in n.output}
+
+    def source(name: str) -> str:  # what a Pad's values come from, through upsamplings
+        node = made_by[name]
+        return source(node.input[0]) if node.op_type == "Resize" else node.op_type
+
+    sources = sorted(source(n.input[0]) for n in loaded.node if n.op_type == "Pad")
+    # the first and last convolutions' pads read float32: the image, the fp32 output
+    # layer's input; every other pad copies the quantized values of its convolution
+    assert sources == sorted(["Gather", "Relu"] + ["QuantizeLinear"] * (len(convs) - 2))
+
+
+def _copying_graph(pad_mode: str):
+    """x -> Resize(nearest, 2x) -> Pad(pad_mode) -> QuantizeLinear -> DequantizeLinear."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    inits = [
+        numpy_helper.from_array(np.array([], np.float32), "roi"),
+        numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales"),
+        numpy_helper.from_array(np.array([0, 0, 2, 1, 0, 0, 1, 2], np.int64), "pads"),
+        numpy_helper.from_array(np.array(0.05, np.float32), "scale"),
+        numpy_helper.from_array(np.array(100, np.uint8), "zero"),
+    ]
+    nodes = [
+        helper.make_node("Resize", ["x", "roi", "scales"], ["up"], name="up", mode="nearest"),
+        helper.make_node("Pad", ["up", "pads"], ["padded"], name="pad", mode=pad_mode),
+        helper.make_node("QuantizeLinear", ["padded", "scale", "zero"], ["q"], name="q"),
+        helper.make_node("DequantizeLinear", ["q", "scale", "zero"], ["y"], name="dq"),
+    ]
+    io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 2, None, None]) for n in "xy"]
+    graph = helper.make_graph(nodes, "copies", io[:1], io[1:], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("pad_mode,moved", [("reflect", 2), ("edge", 2), ("constant", 0)])
+def test_quantize_before_copies_keeps_every_value(pad_mode, moved):
+    from transformer_net.quantize import quantize_before_copies
+
+    model = _copying_graph(pad_mode)
+    x = np.random.default_rng(0).normal(0, 4, (1, 2, 5, 7)).astype(np.float32)
+    before = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
+    assert quantize_before_copies(model.graph) == moved
+    onnx.checker.check_model(model, full_check=True)
+    ops = [n.op_type for n in model.graph.node]
+    # a constant pad writes 0.0, which is not the quantized zero (100): it must stay
+    expected = ["QuantizeLinear", "Resize", "Pad"] if moved else ["Resize", "Pad", "QuantizeLinear"]
+    assert ops == [*expected, "DequantizeLinear"]
+    after = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
+    assert after.shape == (1, 2, 13, 17) and np.array_equal(before, after)
 
 
 def test_int8_psnr_warning_and_calibration_photos_reused(trained, photos, tmp_path, capsys):

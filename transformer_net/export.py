@@ -26,28 +26,20 @@ quantization, calibrated on photos); :func:`output_psnr` measures what it costs.
 from __future__ import annotations
 
 import base64
-import contextlib
 import copy
 import io
 import json
-import logging
-import math
 import os
-import tempfile
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import nn
 
 from .atomic import atomic_write
-from .errors import ConfigError, ImageError, ModelFileError, first_line
-from .image import list_images, load_short_side
 from .model import SIZE_MULTIPLE, TransformerNet
 
 # Bumped when exports change (the cached exports of stylize.py --runtime auto are keyed by it).
@@ -58,11 +50,6 @@ OUTPUT_NAME = "stylized"
 ONNX_INSTALL_HINT = 'pip install "transformer-net[onnx]"'
 # The example traced through the network: odd sides exercise the padding path.
 _EXAMPLE_SIZE = (67, 45)
-# What int8 quantization converts: the convolutions, except the two 9x9 layers
-# next to the image (3 channels: slower in int8 than in fp32 on AVX2 CPUs, and
-# the largest loss of quality). Instance norms, padding and upsampling stay
-# fp32: quantized, they were no faster and lost PSNR (docs/benchmarks.md).
-INT8_OP_TYPES = ("Conv",)
 
 
 def _export_copy(model: TransformerNet) -> TransformerNet:
@@ -195,140 +182,3 @@ def export_torchscript(
     with atomic_write(path) as f:
         f.write(buf.getvalue())
     return Path(path)
-
-
-def output_psnr(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray) -> float:
-    """PSNR in dB between two images of 0-255 pixels (uint8 or float; any equal shapes).
-
-    Float images are clamped to 0-255 and rounded first, as saving them would,
-    so the number describes the images a user gets. Identical images: ``inf``.
-    """
-    x, y = (_saved_pixels(v) for v in (a, b))
-    if x.shape != y.shape:
-        raise ValueError(f"output_psnr: shapes differ: {x.shape} and {y.shape}")
-    mse = float(np.mean((x - y) ** 2))
-    return math.inf if mse == 0 else 10 * math.log10(255**2 / mse)
-
-
-def _saved_pixels(image: torch.Tensor | np.ndarray) -> np.ndarray:
-    if isinstance(image, torch.Tensor):
-        image = image.detach().cpu().float().numpy()
-    return np.clip(np.round(np.asarray(image, dtype=np.float64)), 0, 255)  # uint8: unchanged
-
-
-def calibration_image(path: str | os.PathLike, size: int) -> np.ndarray:
-    """A photo as the exported graph's input: (1, 3, size, size) float32 RGB 0-255.
-
-    The shorter side is resized to ``size`` and the centre cropped square, as
-    training crops photos. Unreadable files are an :class:`ImageError` naming them.
-    """
-    try:
-        img = load_short_side(path, size)
-    except (OSError, ValueError, Image.DecompressionBombError) as e:
-        raise ImageError(f"{path}: cannot read the photo ({first_line(e)})") from None
-    w, h = img.size
-    left, top = (w - size) // 2, (h - size) // 2
-    arr = np.asarray(img.crop((left, top, left + size, top + size)), dtype=np.float32)
-    return np.ascontiguousarray(arr.transpose(2, 0, 1)[None])  # (1, 3, S, S)
-
-
-def photo_files(photos: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
-    """A folder's image files (recursive, sorted), or the given list of files as paths."""
-    if isinstance(photos, str | os.PathLike):
-        folder = Path(photos)
-        if not folder.is_dir():
-            raise ConfigError(f"{folder}: calibration photos: not a folder")
-        found = list_images(folder)
-        if not found:
-            raise ConfigError(f"{folder}: calibration photos: no image files in the folder")
-        return found
-    return [Path(p) for p in photos]
-
-
-class _CalibrationReader:
-    """onnxruntime's ``CalibrationDataReader`` interface (it checks for ``get_next``):
-    one photo per call, read as it is needed."""
-
-    def __init__(self, photos: Sequence[Path], size: int):
-        self._inputs = ({INPUT_NAME: calibration_image(p, size)} for p in photos)
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        return next(self._inputs, None)
-
-
-@contextlib.contextmanager
-def _quiet_root_logger() -> Iterator[None]:
-    """onnxruntime's quantizer warns through the root logger (e.g. to run its
-    pre-processing, which made no difference here: docs/benchmarks.md)."""
-    previous = logging.root.manager.disable
-    logging.disable(logging.WARNING)
-    try:
-        yield
-    finally:
-        logging.disable(previous)
-
-
-def quantize_onnx(
-    fp32_path: str | os.PathLike,
-    int8_path: str | os.PathLike,
-    *,
-    photos: str | os.PathLike | Sequence[str | os.PathLike],
-    size: int = 256,
-    count: int = 32,
-) -> Path:
-    """Write an int8 copy of the fp32 ONNX file ``fp32_path`` to ``int8_path`` (atomically).
-
-    onnxruntime's static quantization in QDQ format: int8 weights per output
-    channel in a 7-bit range (``reduce_range``: AVX2 CPUs without VNNI add pairs
-    of products in 16 bits, which full 8-bit weights can overflow), and int8
-    activations whose ranges are measured on the first ``count`` of ``photos``
-    (a folder or a list of files), each a ``size`` x ``size`` centre crop. Only the layers in
-    :data:`INT8_OP_TYPES` are quantized, the image-side 9x9 convolutions excepted.
-    The input and output stay float32 RGB 0-255, so the file runs wherever the
-    fp32 one does. The metadata of ``fp32_path`` is kept, plus ``quantized: int8``.
-    """
-    if size < 1 or count < 1:
-        raise ConfigError(f"calibration size and count must be >= 1, got {size} and {count}")
-    quantization, onnx = _quantization_modules(int8_path)
-    chosen = photo_files(photos)[:count]
-    if not chosen:
-        raise ConfigError(f"{int8_path}: no calibration photos given")
-    try:
-        model = onnx.load(str(fp32_path))
-    except Exception as e:  # noqa: BLE001 - protobuf's DecodeError, OSError, ...
-        raise ModelFileError(f"{fp32_path}: cannot read the ONNX model ({first_line(e)})") from None
-    convs = [node.name for node in model.graph.node if node.op_type == "Conv"]
-    with tempfile.TemporaryDirectory(prefix="transformer-net-int8.") as tmp, _quiet_root_logger():
-        out = Path(tmp) / "int8.onnx"
-        quantization.quantize_static(
-            str(fp32_path),
-            str(out),
-            _CalibrationReader(chosen, size),
-            quant_format=quantization.QuantFormat.QDQ,
-            op_types_to_quantize=list(INT8_OP_TYPES),
-            nodes_to_exclude=[convs[0], convs[-1]] if convs else [],
-            per_channel=True,
-            reduce_range=True,
-            calibration_providers=["CPUExecutionProvider"],
-        )
-        quantized = onnx.load(str(out))
-    props = {p.key: p.value for p in model.metadata_props}
-    props.update(quantized="int8", calibration=f"{len(chosen)} photos, {size}x{size} crops")
-    del quantized.metadata_props[:]
-    for key, value in props.items():
-        quantized.metadata_props.add(key=key, value=value)
-    with atomic_write(int8_path) as f:
-        f.write(quantized.SerializeToString())
-    return Path(int8_path)
-
-
-def _quantization_modules(int8_path: str | os.PathLike) -> tuple[Any, Any]:
-    """(onnxruntime.quantization, onnx), or a :class:`ConfigError` saying how to install them."""
-    try:
-        import onnx
-        from onnxruntime import quantization
-    except ImportError:
-        raise ConfigError(
-            f"{int8_path}: int8 quantization needs onnxruntime and onnx: {ONNX_INSTALL_HINT}"
-        ) from None
-    return quantization, onnx

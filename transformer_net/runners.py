@@ -316,7 +316,7 @@ class _TracedStylizer(Stylizer):
 
 
 class OnnxStylizer(_TracedStylizer):
-    """An ``.onnx`` file (``export.export_onnx``, ``export.quantize_onnx``) run by onnxruntime.
+    """An ``.onnx`` file (``export.export_onnx``, ``quantize.quantize_onnx``) run by onnxruntime.
 
     Input and output in fp32 (an int8 file quantizes inside its graph; then
     :attr:`runtime` says so). ``device``: ``cpu``, or ``cuda``/``auto`` where
