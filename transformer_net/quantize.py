@@ -16,6 +16,7 @@ quantization costs in the saved pixels.
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import math
 import os
@@ -221,12 +222,10 @@ def _move_one_quantize(graph: Any) -> bool:
         op = nodes[i]
         if readers[op.output[0]] != 1 or op.output[0] in outputs:
             continue
-        moved_quant = type(quant)()  # a NodeProto, without importing onnx here
-        moved_quant.CopyFrom(quant)
+        moved_quant = copy.deepcopy(quant)
         moved_quant.input[0] = op.input[0]
         moved_quant.output[0] = f"{op.input[0]}_quantized_for_{op.name or i}"
-        moved_op = type(op)()
-        moved_op.CopyFrom(op)
+        moved_op = copy.deepcopy(op)
         moved_op.input[0] = moved_quant.output[0]
         moved_op.output[0] = quant.output[0]
         # At the op's place, so every node still follows what it reads.
