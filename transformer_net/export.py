@@ -19,8 +19,7 @@ interface (``stylize.py --model wave.onnx``).
 
 The ONNX graph computes the output layer column-folded (:class:`_ColumnFoldedConv`):
 the same sums, in a shape onnxruntime's CPU convolution runs faster.
-:func:`quantize_onnx` makes an int8 copy of an ONNX file (onnxruntime's static
-quantization, calibrated on photos); :func:`output_psnr` measures what it costs.
+``quantize.py`` makes int8 copies of these ONNX files.
 """
 
 from __future__ import annotations
