@@ -48,7 +48,8 @@ from transformer_net.hparams import log_config
 from transformer_net.module import training_precision
 from transformer_net.preflight import prepare_inputs, remove_unused_run_dir
 from transformer_net.runs import newest_log_version, resolve_resume, start_over
-from transformer_net.styles import load_style_images
+from transformer_net.styles import load_style_images, style_sources
+from transformer_net.warm_start import read_warm_start
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -74,6 +75,17 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         overwrite=bool(cfg.get("overwrite", False)),
         requeued=requeued,
     )
+    # A warm start is read (and its architecture checked) before anything is
+    # downloaded; a resumed run takes its weights from the checkpoint instead.
+    warm = None
+    if cfg.get("init_from") and not ckpt_path and not requeued:
+        warm = read_warm_start(
+            str(cfg.init_from),
+            model_args=config["model"],
+            num_styles=len(style_sources(cfg.style)),
+            style=cfg.get("init_from_style"),
+            preset=_choice("model"),
+        )
     # Every input checked, then what is missing fetched (one message names all
     # that is missing offline): style images, COCO sample, VGG weights.
     styles = prepare_inputs(cfg)
@@ -88,7 +100,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         style_images=load_style_images([s.path for s in styles], cfg.style.size),
         style_names=[s.name for s in styles],
         style_sources=[str(s.path) for s in styles],
+        init_from=warm.description if warm else None,
     )
+    if warm:
+        warm.apply(module.transformer)
     callbacks = _callbacks(cfg)
     loggers = _loggers(cfg, resumed=bool(ckpt_path or requeued))
     precision = training_precision(cfg.trainer.precision, cfg.trainer.accelerator)
@@ -111,6 +126,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "log_dir": tensorboard_dir(trainer),
         "steps": int(trainer.global_step),
     }
+
+
+def _choice(group: str) -> str | None:
+    """The option chosen for a config group (``model=slim``: slim), under Hydra."""
+    if not HydraConfig.initialized():
+        return None
+    return HydraConfig.get().runtime.choices.get(group)
 
 
 def _callbacks(cfg: DictConfig) -> list[pl.Callback]:

@@ -13,6 +13,8 @@
 - ``SamplePanels``: TensorBoard image panels (the paintings, and validation
   photos content|stylized at every validation).
 - ``ImagesPerSecond``: training throughput of all devices together.
+- ``TimedSnapshots``: model files at marks of training time, for comparing
+  recipes at equal wall-clock time.
 - ``NextSteps``: what the run wrote and the commands that use it, at the end.
 - ``ModelSummary``: Lightning's table without its always-zero FLOPs.
 
@@ -106,28 +108,97 @@ class ExportModelFile(pl.Callback):
     def on_train_end(self, trainer: pl.Trainer, pl_module: StyleTransferModule) -> None:
         if not all(torch.isfinite(p).all() for p in pl_module.transformer.parameters()):
             raise NonFiniteLossError("the trained weights contain NaN/inf: no model file written")
-        hparams = pl_module.hparams
-        sources = [str(source) for source in hparams.get("style_sources") or ()]
-        multi = pl_module.num_styles > 1
-        meta = {
-            "style": self.name,
-            "styles": list(pl_module.style_names),  # by index: stylize.py --style-index
-            **({"style_images": sources} if multi else {"style_image": sources[0]}),
-            "global_step": int(trainer.global_step),
-            "image_size": int(getattr(trainer.datamodule, "image_size", 0)) or None,
-            "loss": dict(hparams["loss"]),
-            # The last logged values (train/*, val/*): how good it got, for --info and cards.
-            "metrics": {
-                k: float(v)
-                for k, v in sorted(trainer.callback_metrics.items())
-                if torch.is_tensor(v) and v.numel() == 1 and torch.isfinite(v)
-            },
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            # The paintings travel with the model (galleries, model cards): the
-            # paths above mean nothing on another machine. JPEG bytes, ~10 kB each.
-            "style_thumbnails": [style_thumbnail(image) for image in pl_module.style_images],
-        }
+        meta = model_meta(trainer, pl_module, self.name)
         self.path = save_model_file(pl_module.transformer, self.target, meta=meta)
+
+
+def model_meta(trainer: pl.Trainer, pl_module: StyleTransferModule, name: str) -> dict:
+    """The metadata of a model file written now: the run's name, its styles, step,
+    crop size, loss settings, warm start and last logged losses."""
+    hparams = pl_module.hparams
+    sources = [str(source) for source in hparams.get("style_sources") or ()]
+    multi = pl_module.num_styles > 1
+    return {
+        "style": name,
+        "styles": list(pl_module.style_names),  # by index: stylize.py --style-index
+        **({"style_images": sources} if multi else {"style_image": sources[0]}),
+        "global_step": int(trainer.global_step),
+        "image_size": int(getattr(trainer.datamodule, "image_size", 0)) or None,
+        "loss": dict(hparams["loss"]),
+        # Where the weights started (init_from=; warm_start.py), None: random.
+        "init_from": hparams.get("init_from"),
+        # The last logged values (train/*, val/*): how good it got, for --info and cards.
+        "metrics": {
+            k: float(v)
+            for k, v in sorted(trainer.callback_metrics.items())
+            if torch.is_tensor(v) and v.numel() == 1 and torch.isfinite(v)
+        },
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        # The paintings travel with the model (galleries, model cards): the
+        # paths above mean nothing on another machine. JPEG bytes, ~10 kB each.
+        "style_thumbnails": [style_thumbnail(image) for image in pl_module.style_images],
+    }
+
+
+class TimedSnapshots(pl.Callback):
+    """Model files at marks of training time, then stop: recipes compared at equal time.
+
+    ``minutes``: the marks, in minutes of training (validation and the snapshots'
+    own writing excluded, so a run that validates more often is not penalized).
+    At each mark the network is written as ``<dirpath>/minutes=<M>.pth`` with
+    ``train_seconds`` and ``global_step`` in its metadata; after the last mark the
+    run stops (``stop``) as if it had reached ``max_steps``: the model file, preview
+    and last checkpoint are written as usual. Used by ``scripts/time_to_quality.py``.
+    """
+
+    def __init__(self, *, dirpath: str, minutes: list[float], name: str, stop: bool = True):
+        marks = sorted(float(m) for m in minutes)
+        if not marks or marks[0] <= 0:
+            raise ValueError(f"minutes must be positive, got {minutes!r}")
+        self.dirpath = Path(dirpath)
+        self.marks = marks
+        self.name = name
+        self.stop = stop
+        self.written: list[Path] = []
+        self._start: float | None = None
+        self._paused = 0.0
+        self._pause_start: float | None = None
+
+    def training_seconds(self) -> float:
+        if self._start is None:
+            return 0.0
+        return time.perf_counter() - self._start - self._paused
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._start, self._paused = time.perf_counter(), 0.0
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._pause_start = time.perf_counter()
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._pause_start is not None and self._start is not None:
+            self._paused += time.perf_counter() - self._pause_start
+        self._pause_start = None
+
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: StyleTransferModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        seconds = self.training_seconds()
+        while self.marks and seconds >= self.marks[0] * 60:
+            mark = self.marks.pop(0)
+            started = time.perf_counter()
+            if trainer.is_global_zero:
+                meta = {**model_meta(trainer, pl_module, self.name), "train_seconds": seconds}
+                path = self.dirpath / f"minutes={mark:g}.pth"
+                self.written.append(save_model_file(pl_module.transformer, path, meta=meta))
+            self._paused += time.perf_counter() - started
+        if not self.marks and self.stop:
+            trainer.should_stop = True
 
 
 class WritePreview(pl.Callback):

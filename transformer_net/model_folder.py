@@ -318,6 +318,7 @@ def _training(config: Mapping, run: Mapping, args: Mapping) -> list[str]:
             facts.append(f"{what}: {run[key]:,}")
     if run.get("image_size"):
         facts.append(f"crop size: {run['image_size']} px")
+    facts.append(f"started from: {config.get('init_from') or 'random weights'}")
     vgg = config.get("vgg")
     if isinstance(vgg, Mapping):
         facts.append(f"loss network: VGG-16 `{vgg['weights']}`, {vgg['convention']}")

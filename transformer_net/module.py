@@ -54,6 +54,8 @@ class StyleTransferModule(pl.LightningModule):
     - ``nan_policy``: on a NaN/inf loss ``stop`` with an error or ``skip`` the
       batch (single device only);
     - ``style_warmup_steps``: ramp the style term in over that many steps;
+    - ``init_from``: where the transformer's weights started (``warm_start.py``
+      loads them; recorded here for the model file and its card), None: random;
     - speed switches (same math, see docs/benchmarks.md): ``channels_last``
       memory format for both networks, ``compile`` the training computation with
       ``torch.compile``; each True, False or ``"auto"``: on when training on CUDA
@@ -76,6 +78,7 @@ class StyleTransferModule(pl.LightningModule):
         channels_last: bool | str = False,
         compile: bool | str = False,
         style_warmup_steps: int = 0,
+        init_from: str | None = None,
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["style_images"])
