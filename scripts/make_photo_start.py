@@ -51,6 +51,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--preset", required=True, help="the configs/model preset it was trained as")
     p.add_argument("--photos", required=True, help="held-out photos to report the PSNR on")
     p.add_argument("--size", type=int, default=256, help="longer side of those photos (256)")
+    p.add_argument(
+        "--recipe",
+        default=None,
+        help="the training command, for the card (default: the experiment=photo_start one)",
+    )
     p.add_argument("--out", default=None, help="default: transformer_net/warm_starts/photo-PRESET")
     args = p.parse_args(argv)
     try:
@@ -78,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
             "styles": [f"photo-{args.preset}"],
             "purpose": "init_from=photo: a network that reproduces photos, to start "
             "style training from (transformer_net/warm_start.py)",
-            "recipe": f"python train.py experiment=photo_start model={args.preset}",
+            "recipe": args.recipe or f"python train.py experiment=photo_start model={args.preset}",
             "psnr_db": round(sum(scores) / len(scores), 2),
         }
     )

@@ -52,11 +52,15 @@ examples:
 """
 
 
-def parse_variant(text: str) -> tuple[str, list[str]]:
-    name, sep, overrides = text.partition("=")
+def parse_variant(text: str, minutes: list[float]) -> tuple[str, list[str], list[float]]:
+    """``NAME[@MARKS]=OVERRIDES`` -> (name, overrides, marks; default ``minutes``)."""
+    head, sep, overrides = text.partition("=")
+    name, at, marks = head.partition("@")
     if not sep or not name or "/" in name:
-        raise ConfigError(f"--variant {text!r}: expected NAME=OVERRIDES (overrides may be empty)")
-    return name, shlex.split(overrides)
+        raise ConfigError(
+            f"--variant {text!r}: expected NAME[@MINUTES]=OVERRIDES (overrides may be empty)"
+        )
+    return name, shlex.split(overrides), parse_numbers(marks, "--variant") if at else minutes
 
 
 def parse_numbers(text: str, what: str, kind: type = float) -> list:
@@ -96,7 +100,7 @@ def run_variant(args, name: str, overrides: list[str], minutes: list[float]) -> 
     """Train one variant (skipped when all its snapshots exist); returns the exit code."""
     if all(snapshot_path(args, name, m).is_file() for m in minutes):
         return 0
-    threads = max(1, (os.cpu_count() or 1) // args.lanes)
+    threads = threads_per_lane(args)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     command = train_command(args, name, overrides, minutes)
     log = Path(args.out) / "runs" / f"{name}.log"
@@ -108,6 +112,10 @@ def run_variant(args, name: str, overrides: list[str], minutes: list[float]) -> 
         code = subprocess.call(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
         out.write(f"\nexit {code} after {time.monotonic() - started:.0f} s\n")
     return code
+
+
+def threads_per_lane(args) -> int:
+    return args.threads or max(1, (os.cpu_count() or 1) // args.lanes)
 
 
 def evaluate_snapshot(args, path: Path, size: int) -> dict:
@@ -148,14 +156,16 @@ def markdown(results: dict, levels: dict, minutes: list[float], sizes: list[int]
         lines += [f"### Held-out total loss at {size} px", ""]
         lines.append("| minutes | " + " | ".join(names) + " |")
         lines.append("| ---: |" + " ---: |" * len(names))
-        for m in minutes:
+        labels = [f"{m:g}" for m in minutes]
+        labels += sorted({k for r in results.values() for k in r["points"]} - set(labels))
+        for label in labels:
             cells = []
             for name in names:
-                point = results[name]["points"].get(f"{m:g}")
+                point = results[name]["points"].get(label)
                 cells.append(
                     f"{point[str(size)]['total']:.3g} (step {point['step']})" if point else ""
                 )
-            lines.append(f"| {m:g} | " + " | ".join(cells) + " |")
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
         lines.append("")
         for method, total in sorted(levels.get(size, {}).items()):
             lines.append(f"- {method}: {total:.3g}")
@@ -224,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--common", default="", help="train.py overrides of every variant")
     p.add_argument("--variant", action="append", default=[], help="NAME=OVERRIDES (repeat)")
     p.add_argument("--lanes", type=int, default=2, help="variants trained at once (2)")
+    p.add_argument("--threads", type=int, default=None, help="per variant (cores / lanes)")
     p.add_argument("--eval-images", required=True, help="held-out photos (a folder)")
     p.add_argument("--max-images", type=int, default=None)
     p.add_argument("--eval-sizes", default="128,256", help="longer sides to evaluate at")
@@ -239,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         minutes = parse_numbers(args.minutes, "--minutes")
         sizes = parse_numbers(args.eval_sizes, "--eval-sizes", int)
-        variants = dict(parse_variant(v) for v in args.variant)
+        variants = {n: (o, m) for n, o, m in (parse_variant(v, minutes) for v in args.variant)}
         if not variants:
             raise ConfigError("--variant: give at least one")
         if args.lanes < 1:
@@ -254,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
             codes = dict(
                 zip(
                     variants,
-                    pool.map(lambda kv: run_variant(args, kv[0], kv[1], minutes), variants.items()),
+                    pool.map(lambda kv: run_variant(args, kv[0], *kv[1]), variants.items()),
                     strict=True,
                 )
             )
@@ -262,32 +273,37 @@ def main(argv: list[str] | None = None) -> int:
         if failed:
             print(f"error: training failed: {', '.join(failed)} (see runs/*.log)", file=sys.stderr)
     results = {}
-    for name, overrides in tqdm(variants.items(), desc="evaluating", file=sys.stderr):
+    for name, (overrides, marks) in tqdm(variants.items(), desc="evaluating", file=sys.stderr):
         points = {}
-        for m in minutes:
-            path = snapshot_path(args, name, m)
+        # final.pth: a run that reached max_steps before its last mark (TimedSnapshots)
+        final = snapshot_path(args, name, 1).with_name("final.pth")
+        for m, path in [*((m, snapshot_path(args, name, m)) for m in marks), (None, final)]:
             if not path.is_file():
                 continue
             meta = torch.load(path, map_location="cpu", weights_only=True)["meta"]
-            point = {"minutes": m, "step": meta["global_step"], "seconds": meta["train_seconds"]}
+            seconds = meta["train_seconds"]
+            label = f"{m:g}" if m is not None else f"end ({seconds / 60:.1f})"
+            point = {"minutes": seconds / 60 if m is None else m, "step": meta["global_step"]}
+            point.update({"seconds": seconds, "label": label})
             point.update({str(s): evaluate_snapshot(args, path, s) for s in sizes})
-            points[f"{m:g}"] = point
+            points[label] = point
         results[name] = {"overrides": overrides, "points": points}
     out = Path(args.out)
     report = {
         "common": args.common,
         "lanes": args.lanes,
-        "threads_per_lane": max(1, (os.cpu_count() or 1) // args.lanes),
+        "threads_per_lane": threads_per_lane(args),
         "minutes": minutes,
         "sizes": sizes,
         "results": results,
         "references": {str(k): v for k, v in levels.items()},
     }
     (out / "time_to_quality.json").write_text(json.dumps(report, indent=2))
-    table = markdown(results, levels, minutes, sizes)
+    all_marks = sorted({m for _, marks in variants.values() for m in marks})
+    table = markdown(results, levels, all_marks, sizes)
     (out / "time_to_quality.md").write_text(table)
     plot(results, levels, sizes, out / "time_to_quality.png")
-    sheets(args, list(variants), minutes[-1], sizes)
+    sheets(args, list(variants), minutes[-1], sizes)  # every variant at --minutes' last mark
     print(table)
     return 0
 

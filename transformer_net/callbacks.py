@@ -148,7 +148,9 @@ class TimedSnapshots(pl.Callback):
     At each mark the network is written as ``<dirpath>/minutes=<M>.pth`` with
     ``train_seconds`` and ``global_step`` in its metadata; after the last mark the
     run stops (``stop``) as if it had reached ``max_steps``: the model file, preview
-    and last checkpoint are written as usual. Used by ``scripts/time_to_quality.py``.
+    and last checkpoint are written as usual. A run that ends before its last mark
+    (``max_steps``) also writes ``final.pth``, its network at the end, with the same
+    metadata. Used by ``scripts/time_to_quality.py``.
     """
 
     def __init__(self, *, dirpath: str, minutes: list[float], name: str, stop: bool = True):
@@ -199,6 +201,13 @@ class TimedSnapshots(pl.Callback):
             self._paused += time.perf_counter() - started
         if not self.marks and self.stop:
             trainer.should_stop = True
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: StyleTransferModule) -> None:
+        if self.marks and trainer.is_global_zero:  # ended before its last mark
+            meta = model_meta(trainer, pl_module, self.name)
+            meta["train_seconds"] = self.training_seconds()
+            path = self.dirpath / "final.pth"
+            self.written.append(save_model_file(pl_module.transformer, path, meta=meta))
 
 
 class WritePreview(pl.Callback):
