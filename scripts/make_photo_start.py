@@ -21,6 +21,7 @@ from transformer_net.errors import TransformerNetError
 from transformer_net.image import list_images, load_image
 from transformer_net.model import TransformerNet
 from transformer_net.model_folder import save_model_folder
+from transformer_net.quantize import output_psnr
 from transformer_net.warm_start import PHOTO_STARTS
 
 EPILOG = """\
@@ -33,11 +34,9 @@ examples:
 
 
 def psnr(net: TransformerNet, photo: torch.Tensor) -> float:
-    """Peak signal-to-noise ratio (dB) of the network's output against the (3, H, W) photo."""
-    x = photo.float()[None]
+    """PSNR (dB) of the network's output, as saved, against the (3, H, W) photo."""
     with torch.no_grad():
-        y = net(x).float().clamp(0, 255)
-    return float(10 * torch.log10(255**2 / ((y - x) ** 2).mean().clamp_min(1e-10)))
+        return output_psnr(net(photo.float()[None])[0], photo)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -78,6 +78,7 @@ def test_quickstart_experiment_is_small():
     cfg = make_cfg(["experiment=quickstart"])
     assert cfg.trainer.max_steps <= 1000 and cfg.data.image_size == 128
     assert cfg.data.download_sample > 0 and cfg.output_dir == "outputs/quickstart"
+    assert cfg.init_from == "photo"  # the shipped start of its preset
     assert cfg.model_file == "outputs/quickstart/starry_night.pth"
     assert cfg.module.compile is False  # not worth its compile time for short steps
     # The measured settings (docs/training.md): the slim network, content first.

@@ -17,6 +17,7 @@ import train as train_module
 from tests.conftest import CAFFE_VGG, REPO, SHARED, require
 from train import train
 from transformer_net.catalog import describe
+from transformer_net.checkpoint import read_model_file
 from transformer_net.image import load_image
 
 CONFIGS = str(REPO / "configs")
@@ -291,6 +292,9 @@ def test_quickstart_fetches_what_it_needs_then_trains(tmp_path, monkeypatch, sty
         and result["model_file"].is_file()
     )
     assert (tmp_path / "qs" / "preview.jpg").is_file()
+    # it starts from the shipped photo start of its preset (slim)
+    _, _, meta = read_model_file(result["model_file"])
+    assert meta["init_from"] == "photo (photo-slim, step 500)"
 
 
 @pytest.mark.slow

@@ -17,6 +17,7 @@ from transformer_net.checkpoint import read_model_file, save_model_file
 from transformer_net.errors import ConfigError, ModelFileError
 from transformer_net.image import load_image
 from transformer_net.model import TransformerNet
+from transformer_net.quantize import output_psnr
 from transformer_net.warm_start import PHOTO, photo_starts, read_warm_start
 
 SMALL = {"channels": [8, 16, 16], "num_residual": 1}
@@ -170,12 +171,10 @@ def test_every_preset_has_a_photo_start_that_reproduces_photos(preset):
         == args["channels"]
     )
     photo = load_image(require(SHARED / "images" / "content" / "chicago.jpg"), max_side=128)
-    x = photo.float()[None]
 
     def psnr(net: TransformerNet) -> float:
         with torch.no_grad():
-            y = net.eval()(x).clamp(0, 255)
-        return float(10 * torch.log10(255**2 / ((y - x) ** 2).mean()))
+            return output_psnr(net.eval()(photo.float()[None])[0], photo)
 
     torch.manual_seed(0)
     net = TransformerNet(**args)

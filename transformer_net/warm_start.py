@@ -89,12 +89,14 @@ def read_warm_start(
         )
     names = _style_names(meta, int(args.get("num_styles") or 1))
     weights, picked = _norms_for(weights, names, num_styles, style, source)
-    described = str(source if source != PHOTO else f"photo ({path.name})")
     step = meta.get("global_step")
-    details = [f"style {picked}" if picked else None, f"step {step}" if step else None]
+    details = [
+        path.name if source == PHOTO else None,
+        f"style {picked}" if picked else None,
+        f"step {step}" if step else None,
+    ]
     details = [d for d in details if d]
-    if details:
-        described += f" ({', '.join(details)})"
+    described = source + (f" ({', '.join(details)})" if details else "")
     return WarmStart(weights=weights, description=described)
 
 
