@@ -137,14 +137,14 @@ def evaluate_snapshot(args, path: Path, size: int) -> dict:
 
 
 def references(args) -> dict[int, dict[str, float]]:
-    """size -> Gatys method -> mean total loss, from evaluate.py reports."""
+    """size -> Gatys method (those of --levels) -> mean total loss, from evaluate.py reports."""
     levels: dict[int, dict[str, float]] = {}
     for item in args.reference:
         size, sep, file = item.partition("=")
         if not sep:
             raise ConfigError(f"--reference {item!r}: expected SIZE=evaluation.json")
         report = json.loads(Path(file).read_text())
-        rows = [r for r in report["summary"] if r["method"].startswith("gatys")]
+        rows = [r for r in report["summary"] if r["method"] in args.levels.split(",")]
         levels.setdefault(int(size), {}).update({r["method"]: r["total"] for r in rows})
     return levels
 
@@ -190,13 +190,20 @@ def plot(results: dict, levels: dict, sizes: list[int], path: Path) -> bool:
             xs = [p["minutes"] for p in points if str(size) in p]
             ys = [p[str(size)]["total"] for p in points if str(size) in p]
             ax.plot(xs, ys, marker="o", label=name)
-        for k, (method, total) in enumerate(sorted(levels.get(size, {}).items())):
-            ax.axhline(total, linestyle="--", linewidth=1, color=f"C{(k + 5) % 10}", label=method)
+        # The Gatys levels as gray lines: from the photo dashed and named on the left,
+        # from noise (Johnson et al.'s baseline) dotted and named on the right.
+        for method, total in sorted(levels.get(size, {}).items()):
+            noise = "noise" in method
+            ax.axhline(total, linestyle=":" if noise else "--", linewidth=1, color="0.45")
+            ax.annotate(
+                method, (0.99 if noise else 0.01, total), xycoords=("axes fraction", "data"),
+                fontsize=7, color="0.3", ha="right" if noise else "left", va="bottom",
+            )  # fmt: skip
         ax.set_xlabel("training minutes")
         ax.set_ylabel("held-out total loss")
         ax.set_title(f"{size} px")
         ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=7, loc="upper right")
+        ax.legend(fontsize=7, loc="upper right")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -245,6 +252,11 @@ def main(argv: list[str] | None = None) -> int:
         "whatever weights they trained with (default: the default weights, no TV term)",
     )
     p.add_argument("--reference", action="append", default=[], help="SIZE=evaluation.json")
+    p.add_argument(
+        "--levels",
+        default="gatys-50,gatys-100,gatys-noise-50,gatys-noise-100",
+        help="the methods of the references to report",
+    )
     p.add_argument("--report-only", action="store_true", help="no training: report only")
     args = p.parse_args(argv)
     try:
