@@ -28,8 +28,15 @@ CHANNELS = dict(channels=(4, 8, 8), num_residual=1)
 
 @pytest.fixture(autouse=True)
 def cache(tmp_path, monkeypatch):
-    """Each test its own cache folder: the user's stays untouched."""
+    """Each test its own cache folder: the user's stays untouched.
+
+    And a CPU without native bf16, whatever this one has: there ``--runtime auto``
+    runs a model file through its cached ONNX export, which these tests are about
+    (on a CPU with native bf16, e.g. AVX512-BF16, it picks PyTorch in bf16; tested
+    on its own below).
+    """
     monkeypatch.setenv("TRANSFORMER_NET_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(inference, "native_bf16", lambda device: False)
     return tmp_path / "cache" / "onnx"
 
 
