@@ -76,7 +76,8 @@ def test_loss_groups_pair_weights_with_their_preprocessing():
 
 def test_quickstart_experiment_is_small():
     cfg = make_cfg(["experiment=quickstart"])
-    assert cfg.trainer.max_steps <= 1000 and cfg.data.image_size == 128
+    # 1,200 steps of one 128 px photo: about 4 minutes on 2 CPU cores (docs/training.md)
+    assert cfg.trainer.max_steps * cfg.data.batch_size <= 1200 and cfg.data.image_size == 128
     assert cfg.data.download_sample > 0 and cfg.output_dir == "outputs/quickstart"
     assert cfg.init_from == "photo"  # the shipped start of its preset
     assert cfg.model_file == "outputs/quickstart/starry_night.pth"
