@@ -7,7 +7,7 @@ import json
 import torch
 
 from tests.conftest import script_main, write_photo
-from tests.test_train import SHALLOW_LOSS, SMALL_NET
+from tests.test_train import tiny_overrides
 
 
 def test_variants_are_snapshotted_at_the_marks_and_reported(tmp_path, photo_dir, style_file):
@@ -16,20 +16,11 @@ def test_variants_are_snapshotted_at_the_marks_and_reported(tmp_path, photo_dir,
         write_photo(photos / f"p{i}.jpg", size=(40, 30), seed=50 + i)
     reference = tmp_path / "gatys.json"
     reference.write_text(json.dumps({"summary": [{"method": "gatys-50", "total": 1.0e6}]}))
+    # the tests' tiny run, long enough for the marks; the script sets the run folder
     common = [
-        f"data.root={photo_dir}",
-        "data.image_size=32",
-        "data.batch_size=2",
-        "data.num_workers=0",
-        "data.val_count=2",
-        "style=custom",
-        f"style.image={style_file}",
-        "style.size=32",
-        "loss.vgg_weights=random",
-        "trainer.val_check_interval=2",
-        "trainer.accelerator=cpu",
-        *SHALLOW_LOSS,
-        *SMALL_NET,
+        o
+        for o in tiny_overrides(tmp_path, photo_dir, style_file, steps=100_000)
+        if not o.startswith(("output_dir=", "trainer.enable_progress_bar="))
     ]
     out = tmp_path / "ttq"
     argv = ["--out", str(out), "--minutes", "0.02,0.04", "--lanes", "2"]
