@@ -318,7 +318,8 @@ def _training(config: Mapping, run: Mapping, args: Mapping) -> list[str]:
             facts.append(f"{what}: {run[key]:,}")
     if run.get("image_size"):
         facts.append(f"crop size: {run['image_size']} px")
-    facts.append(f"started from: {config.get('init_from') or 'random weights'}")
+    if "init_from" in config:  # recorded by training since 2026-12 (None: random weights)
+        facts.append(f"started from: {config['init_from'] or 'random weights'}")
     vgg = config.get("vgg")
     if isinstance(vgg, Mapping):
         facts.append(f"loss network: VGG-16 `{vgg['weights']}`, {vgg['convention']}")
