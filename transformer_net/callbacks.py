@@ -161,7 +161,6 @@ class TimedSnapshots(pl.Callback):
         self.marks = marks
         self.name = name
         self.stop = stop
-        self.written: list[Path] = []
         self._start: float | None = None
         self._paused = 0.0
         self._pause_start: float | None = None
@@ -192,22 +191,22 @@ class TimedSnapshots(pl.Callback):
     ) -> None:
         seconds = self.training_seconds()
         while self.marks and seconds >= self.marks[0] * 60:
-            mark = self.marks.pop(0)
             started = time.perf_counter()
-            if trainer.is_global_zero:
-                meta = {**model_meta(trainer, pl_module, self.name), "train_seconds": seconds}
-                path = self.dirpath / f"minutes={mark:g}.pth"
-                self.written.append(save_model_file(pl_module.transformer, path, meta=meta))
+            self._snapshot(trainer, pl_module, f"minutes={self.marks.pop(0):g}.pth", seconds)
             self._paused += time.perf_counter() - started
         if not self.marks and self.stop:
             trainer.should_stop = True
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: StyleTransferModule) -> None:
-        if self.marks and trainer.is_global_zero:  # ended before its last mark
-            meta = model_meta(trainer, pl_module, self.name)
-            meta["train_seconds"] = self.training_seconds()
-            path = self.dirpath / "final.pth"
-            self.written.append(save_model_file(pl_module.transformer, path, meta=meta))
+        if self.marks:  # ended before its last mark
+            self._snapshot(trainer, pl_module, "final.pth", self.training_seconds())
+
+    def _snapshot(
+        self, trainer: pl.Trainer, pl_module: StyleTransferModule, name: str, seconds: float
+    ) -> None:
+        if trainer.is_global_zero:
+            meta = {**model_meta(trainer, pl_module, self.name), "train_seconds": seconds}
+            save_model_file(pl_module.transformer, self.dirpath / name, meta=meta)
 
 
 class WritePreview(pl.Callback):
