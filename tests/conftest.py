@@ -28,6 +28,15 @@ def write_photo(path: Path, size=(40, 30), seed: int = 0, mode: str = "RGB") -> 
     return path
 
 
+def write_tiny_inputs(root: Path) -> tuple[Path, Path]:
+    """12 small photos in ``root/photos`` and a painting ``root/style.png``: the inputs
+    of a tiny run that module-scoped fixtures train once."""
+    photos = root / "photos"
+    for i in range(12):
+        write_photo(photos / f"img{i:02d}.jpg", size=(48 + 4 * i, 40 + 2 * i), seed=i)
+    return photos, write_photo(root / "style.png", size=(64, 48), seed=99)
+
+
 @pytest.fixture
 def photo_dir(tmp_path: Path) -> Path:
     """12 small photos in nested folders, like a real dataset."""

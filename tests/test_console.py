@@ -20,7 +20,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from tests.conftest import REPO, write_photo
+from tests.conftest import REPO, write_tiny_inputs
 from tests.test_train import make_cfg, scalars, tiny_overrides
 from train import train
 from transformer_net import download
@@ -81,10 +81,7 @@ def recording():
 def tiny_run(tmp_path_factory):
     """One 6-step run with the default callbacks (progress bar included), recorded."""
     tmp = tmp_path_factory.mktemp("tiny")
-    photos = tmp / "photos"
-    for i in range(12):
-        write_photo(photos / f"img{i:02d}.jpg", size=(48 + 4 * i, 40 + 2 * i), seed=i)
-    style = write_photo(tmp / "style.png", size=(64, 48), seed=99)
+    photos, style = write_tiny_inputs(tmp)
     overrides = [o for o in tiny_overrides(tmp, photos, style, steps=6) if "progress_bar" not in o]
     with recording() as rec:
         result = train(make_cfg([*overrides, *TINY_NET, "trainer.log_every_n_steps=2"]))

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
-from tests.conftest import REPO, SHARED, require
+from tests.conftest import REPO, SHARED, require, write_tiny_inputs
 from tests.test_sharing import COMMIT, lay_out_cache
 from tests.test_train import make_cfg, scalars, tiny_overrides, train_cli
 from train import train
@@ -26,13 +25,8 @@ SMALL = {"channels": [8, 16, 16], "num_residual": 1}
 @pytest.fixture(scope="module")
 def source_run(tmp_path_factory):
     """A finished tiny run (model file, folder, checkpoints): the source of warm starts."""
-    from tests.conftest import write_photo
-
     tmp = tmp_path_factory.mktemp("source")
-    photos = tmp / "photos"
-    for i in range(12):
-        write_photo(photos / f"img{i:02d}.jpg", size=(48 + 4 * i, 40 + 2 * i), seed=i)
-    style = write_photo(tmp / "style.png", size=(64, 48), seed=99)
+    photos, style = write_tiny_inputs(tmp)
     result = train(make_cfg(tiny_overrides(tmp, photos, style, steps=6)))
     return {"tmp": tmp, "photos": photos, "style": style, **result}
 
@@ -117,7 +111,7 @@ def test_a_missing_or_broken_source_is_one_line(tmp_path, capsys):
         read_warm_start(str(bad), model_args=SMALL, num_styles=1)
 
 
-def _multi(names: list[str]) -> Path:
+def _multi(names: list[str]) -> tuple[TransformerNet, list[str]]:
     torch.manual_seed(0)
     net = TransformerNet(**SMALL, num_styles=len(names))
     with torch.no_grad():
