@@ -57,7 +57,14 @@ def build_loss(args, meta: dict, device) -> tuple[PerceptualLoss, torch.Tensor]:
     style_path = args.style or meta.get("style_image")
     if not style_path:
         raise ConfigError("the model file names no style image: pass --style")
-    for key in ("vgg_weights", "preprocessing", "content_weight", "style_weight", "tv_weight"):
+    for key in (
+        "vgg_weights",
+        "preprocessing",
+        "content_weight",
+        "style_weight",
+        "tv_weight",
+        "grid_weight",
+    ):
         value = getattr(args, key)
         if value is not None:
             cfg[key] = value
@@ -72,9 +79,39 @@ def build_loss(args, meta: dict, device) -> tuple[PerceptualLoss, torch.Tensor]:
 
 
 def losses_of(loss: PerceptualLoss, image: torch.Tensor, content: torch.Tensor, device) -> dict:
+    """The losses of ``image`` (3, H, W) against ``content``, and its grid peak."""
     with torch.no_grad():
         out = loss(image.to(device).float()[None], content.to(device).float()[None])
-    return {k: float(out[k]) for k in ("content", "style", "tv", "total")}
+    return {k: float(out[k]) for k in ("content", "style", "tv", "total")} | {
+        "grid": grid_peak(image)
+    }
+
+
+def grid_peak(image: torch.Tensor) -> float | None:
+    """How strongly ``image`` (3, H, W) repeats every 2 and 4 pixels: 1 is not at all.
+
+    The texture a stride-4 decoder leaves (docs/training.md, "The grid texture")
+    shows in the spectrum of the image as peaks at the frequencies of periods 2
+    and 4. Each peak is divided by the median of the spectrum around it, and the
+    peaks (vertical, horizontal and diagonal) are averaged. Photos score about
+    1.4. None for images under 32 px.
+    """
+    n = min(image.shape[-2:])
+    if n < 32:
+        return None
+    gray = image[:, :n, :n].float().mean(dim=0)  # (n, n) top-left square
+    spectrum = torch.fft.fft2(gray - gray.mean()).abs()
+    ratios = []
+    for k in (n // 2, n // 4, 3 * n // 4):
+        for u, v in ((k, 0), (0, k), (k, k)):
+            around = [
+                spectrum[(u + du) % n, (v + dv) % n]
+                for du in range(-3, 4)
+                for dv in range(-3, 4)
+                if (du, dv) != (0, 0)
+            ]
+            ratios.append(float(spectrum[u, v] / (torch.stack(around).median() + 1e-9)))
+    return sum(ratios) / len(ratios)
 
 
 def evaluate(args) -> dict:
@@ -221,18 +258,24 @@ def summarize(rows: list[dict]) -> list[dict]:
             k: sum(r[k] for r in sel) / len(sel)
             for k in ("content", "style", "tv", "total", "seconds")
         }
+        peaks = [r["grid"] for r in sel if r.get("grid") is not None]
+        mean["grid"] = sum(peaks) / len(peaks) if peaks else None
         out.append({"method": m, "images": len(sel), **mean})
     return out
 
 
+def _peak(value: float | None) -> str:
+    return "" if value is None else f"{value:.2f}"
+
+
 def markdown(summary: list[dict], rows: list[dict]) -> str:
     head = (
-        "| method | content | style | TV | total | seconds / image |\n"
-        "| --- | ---: | ---: | ---: | ---: | ---: |\n"
+        "| method | content | style | TV | total | grid peak | seconds / image |\n"
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |\n"
     )
     body = "".join(
         f"| {s['method']} | {s['content']:.4g} | {s['style']:.4g} | {s['tv']:.4g} | "
-        f"{s['total']:.4g} | {s['seconds']:.3g} |\n"
+        f"{s['total']:.4g} | {_peak(s.get('grid'))} | {s['seconds']:.3g} |\n"
         for s in summary
     )
     text = f"## Mean over images\n\n{head}{body}"
@@ -288,6 +331,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--content-weight", type=float, default=None)
     p.add_argument("--style-weight", type=float, default=None)
     p.add_argument("--tv-weight", type=float, default=None)
+    p.add_argument(
+        "--grid-weight",
+        type=float,
+        default=None,
+        help="the grid penalty's weight (loss.grid_weight); 0 compares networks trained "
+        "with and without it on the same loss",
+    )
     p.add_argument("--device", default="auto")
     p.add_argument(
         "--tensorboard",

@@ -133,7 +133,7 @@ def evaluate_snapshot(args, path: Path, size: int) -> dict:
             raise SystemExit(code)
     report = json.loads(report_file.read_text())
     row = next(r for r in report["summary"] if r["method"] == "feed-forward")
-    return {k: row[k] for k in ("total", "content", "style")}
+    return {k: row.get(k) for k in ("total", "content", "style", "grid")}
 
 
 def references(args) -> dict[int, dict[str, float]]:
@@ -162,15 +162,20 @@ def markdown(results: dict, levels: dict, minutes: list[float], sizes: list[int]
             cells = []
             for name in names:
                 point = results[name]["points"].get(label)
-                cells.append(
-                    f"{point[str(size)]['total']:.3g} (step {point['step']})" if point else ""
-                )
+                cells.append(_cell(point, size) if point else "")
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
         lines.append("")
         for method, total in sorted(levels.get(size, {}).items()):
             lines.append(f"- {method}: {total:.3g}")
         lines.append("")
     return "\n".join(lines)
+
+
+def _cell(point: dict, size: int) -> str:
+    """``2.47e+05 (step 642; grid 5.32)``: the total, the step, and the grid peak if known."""
+    losses = point[str(size)]
+    grid = f"; grid {losses['grid']:.2f}" if losses.get("grid") is not None else ""
+    return f"{losses['total']:.3g} (step {point['step']}{grid})"
 
 
 def plot(results: dict, levels: dict, sizes: list[int], path: Path) -> bool:
@@ -247,9 +252,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eval-sizes", default="128,256", help="longer sides to evaluate at")
     p.add_argument(
         "--eval-args",
-        default="--content-weight 1 --style-weight 1 --tv-weight 0",
+        default="--content-weight 1 --style-weight 1 --tv-weight 0 --grid-weight 0",
         help="evaluate.py options of every evaluation: one yardstick for all variants, "
-        "whatever weights they trained with (default: the default weights, no TV term)",
+        "whatever weights they trained with (default: the default weights, no TV or grid term)",
     )
     p.add_argument("--reference", action="append", default=[], help="SIZE=evaluation.json")
     p.add_argument(

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from tests.conftest import CAFFE_VGG, require
-from transformer_net.loss import PerceptualLoss, gram_matrix, total_variation
+from transformer_net.loss import PerceptualLoss, gram_matrix, grid_pattern, total_variation
 from transformer_net.vgg import (
     LAYER_INDEX,
     Preprocess,
@@ -208,3 +208,30 @@ def test_default_style_weight_follows_the_vgg_release():
     for preprocessing, expected in (("torchvision", 1e5), ("caffe", 1.0)):
         loss = PerceptualLoss(style_image=style, vgg_weights="random", preprocessing=preprocessing)
         assert loss.style_weight == expected
+
+
+def test_grid_pattern_finds_a_fixed_4px_texture_and_not_the_photo():
+    """grid_pattern: a texture repeated every 4 px comes back; a smooth image gives ~0."""
+    torch.manual_seed(0)
+    smooth = torch.nn.functional.interpolate(
+        torch.rand(2, 3, 8, 8) * 255, size=(128, 96), mode="bilinear"
+    )
+    tile = torch.randn(1, 3, 4, 4) * 3
+    tile = tile - tile.mean(dim=(2, 3), keepdim=True)  # (1, 3, 4, 4), zero mean per channel
+    patterned = smooth + tile.repeat(1, 1, 32, 24)
+    assert grid_pattern(smooth).abs().max() < 0.3
+    torch.testing.assert_close(
+        grid_pattern(patterned), tile.expand(2, -1, -1, -1), atol=0.3, rtol=0
+    )
+    # Sizes that are not multiples of 4 drop the last rows and columns.
+    assert grid_pattern(patterned[..., :127, :95]).shape == (2, 3, 4, 4)
+
+    style = torch.rand(3, 32, 32) * 255
+    loss = PerceptualLoss(style_image=style, vgg_weights="random", grid_weight=10.0)
+    out = loss(patterned, smooth)
+    parts = out["content"] + out["style"] + out["tv"] + out["grid"]
+    torch.testing.assert_close(out["total"], parts)
+    assert out["grid"].item() > 100 * loss(smooth, smooth)["grid"].item()
+    assert "grid" not in PerceptualLoss(style_image=style, vgg_weights="random")(smooth, smooth)
+    with pytest.raises(ValueError, match="grid_weight must be >= 0"):
+        PerceptualLoss(style_image=style, vgg_weights="random", grid_weight=-1)

@@ -201,3 +201,17 @@ def test_evaluate_script_reports_both_gatys_starts(tmp_path, style_file, evaluat
     assert evaluate([*argv, "--init", "zeros"]) == 2
     err = capsys.readouterr().err
     assert "error: --init: expected content or noise" in err and "'zeros'" in err
+
+
+def test_grid_peak_finds_a_4px_texture():
+    """evaluate.py's grid peak: ~1 for a smooth image, large with a 4-px repeating texture."""
+    grid_peak = load_script("evaluate").grid_peak
+    torch.manual_seed(0)
+    smooth = torch.nn.functional.interpolate(
+        torch.rand(1, 3, 12, 12) * 255, size=(128, 160), mode="bicubic"
+    )[0]
+    noise = torch.randn(3, 128, 160) * 8  # a flat spectrum around the peaks
+    tile = torch.randn(1, 4, 4).repeat(1, 32, 40) * 6  # the same in every channel
+    assert grid_peak(smooth + noise) < 2
+    assert grid_peak(smooth + noise + tile) > 5
+    assert grid_peak(smooth[:, :31, :]) is None  # too small to tell

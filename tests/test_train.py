@@ -676,7 +676,9 @@ def test_style_warmup_ramps_the_style_term_in(tmp_path, photo_dir, style_file):
     values, _ = scalars(tmp_path / "run")
     style = dict(values["loss/style"])
     total, content = dict(values["loss/total"]), dict(values["loss/content"])
-    assert style[0] == 0 and total[0] == pytest.approx(content[0])  # content only at first
+    grid = dict(values["loss/grid"])  # the grid penalty (configs/loss/caffe.yaml) is not ramped
+    assert style[0] == 0 and total[0] == pytest.approx(content[0] + grid[0])  # no style at first
+    assert total[5] == pytest.approx(content[5] + style[5] + grid[5], rel=1e-5)
     assert 0 < style[2] and style[5] > 0
     layers = sum(dict(v)[2] for tag, v in values.items() if tag.startswith("style_layers/"))
     assert style[2] == pytest.approx(0.5 * layers, rel=1e-4)  # half way: half the weight

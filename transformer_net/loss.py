@@ -22,6 +22,7 @@ import math
 from collections.abc import Mapping, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .errors import ConfigError
@@ -53,6 +54,34 @@ def total_variation(image: torch.Tensor) -> torch.Tensor:
     return dy.float().pow(2).mean() + dx.float().pow(2).mean()
 
 
+GRID_PERIOD = 4  # the network's two 2x upsamplings: a pattern repeats every 4 px
+
+
+def grid_pattern(image: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> (B, C, 4, 4): the image's mean offset at each pixel phase.
+
+    Each pixel minus a local mean that no period-4 texture survives and that
+    follows straight ramps exactly (the kernel [1, 2, 2, 2, 1] / 8 in both
+    directions), averaged over all pixels of the same phase (position modulo
+    4, anchored at the top-left corner, where the network's grid is).
+    A photo's offsets average out (a 128-px crop has 900 pixels per phase); the
+    fixed texture a stride-4 decoder leaves (the "grid" of docs/training.md) does
+    not, because it repeats at the same phase across the whole image.
+    """
+    period = GRID_PERIOD  # the kernel's taps sum a whole period
+    b, c = image.shape[:2]
+    taps = image.new_tensor([1.0, 2.0, 2.0, 2.0, 1.0], dtype=torch.float32) / 8
+    kernel = (taps[:, None] * taps[None, :]).expand(c, 1, 5, 5)  # depthwise (C, 1, 5, 5)
+    x = image.float()
+    offsets = x[..., 2:-2, 2:-2] - F.conv2d(x, kernel, groups=c)  # (B, C, H-4, W-4)
+    offsets = offsets[..., 2:, 2:]  # from (4, 4): phase 0 is the image's
+    h, w = offsets.shape[-2:]
+    h, w = h - h % period, w - w % period
+    blocks = offsets[..., :h, :w].reshape(b, c, h // period, period, w // period, period)
+    pattern = blocks.mean(dim=(2, 4))  # (B, C, p, p)
+    return pattern - pattern.mean(dim=(2, 3), keepdim=True)
+
+
 class PerceptualLoss(nn.Module):
     """Weighted sum of content, style and total-variation losses on a frozen VGG-16.
 
@@ -82,6 +111,7 @@ class PerceptualLoss(nn.Module):
         content_weight: float = 1.0,
         style_weight: float | None = None,
         tv_weight: float = 0.0,
+        grid_weight: float = 0.0,
     ):
         super().__init__()
         self.content_layers = dict(content_layers or DEFAULT_CONTENT_LAYERS)
@@ -104,12 +134,14 @@ class PerceptualLoss(nn.Module):
             ("content", content_weight),
             ("style", style_weight),
             ("tv", tv_weight),
+            ("grid", grid_weight),
         ):
             if not 0 <= value < math.inf:  # also rejects NaN and inf
                 raise ConfigError(f"{name}_weight must be >= 0 and finite, got {value}")
         self.content_weight = float(content_weight)
         self.style_weight = float(style_weight)
         self.tv_weight = float(tv_weight)
+        self.grid_weight = float(grid_weight)
         self.vgg = VGGFeatures(
             layers=[*self.content_layers, *self.style_layers],
             weights=vgg_weights,
@@ -195,4 +227,7 @@ class PerceptualLoss(nn.Module):
             style=style_loss,
             tv=tv_loss,
         )
+        if self.grid_weight > 0:  # only then: the loss's keys stay as they were
+            grid_loss = self.grid_weight * grid_pattern(output).pow(2).mean()
+            losses.update(total=losses["total"] + grid_loss, grid=grid_loss)
         return losses

@@ -200,8 +200,9 @@ class StyleTransferModule(pl.LightningModule):
         # costs CPU time (docs/benchmarks.md), 10 of them a step, and the NaN check
         # above has just synchronized with the GPU, which waits meanwhile.
         self.log("loss/total", losses["total"], prog_bar=True, batch_size=bs)
-        for key in ("content", "style", "tv"):
-            self.log(f"loss/{key}", losses[key], batch_size=bs)
+        for key in ("content", "style", "tv", "grid"):
+            if key in losses:  # grid: only with loss.grid_weight > 0
+                self.log(f"loss/{key}", losses[key], batch_size=bs)
         for key, value in losses.items():
             if key.startswith("style/"):
                 self.log(f"style_layers/{key[6:]}", value, batch_size=bs)
@@ -223,7 +224,10 @@ class StyleTransferModule(pl.LightningModule):
             return losses
         ramp = self.global_step / self.style_warmup_steps
         style = losses["style"] * ramp
-        return {**losses, "style": style, "total": losses["content"] + style + losses["tv"]}
+        total = losses["content"] + style + losses["tv"]
+        if "grid" in losses:
+            total = total + losses["grid"]
+        return {**losses, "style": style, "total": total}
 
     def on_train_epoch_end(self) -> None:
         # Unreadable photos replaced by others in this epoch (data.py), one sync.
@@ -256,12 +260,10 @@ class StyleTransferModule(pl.LightningModule):
         # second compilation (no_grad and a smaller last batch change the graph).
         runs = [self._losses(batch, self._style_arg(k), eager=True) for k in range(self.num_styles)]
         bs = batch[0].shape[0]
-        losses = {
-            key: sum(run[0][key] for run in runs) / len(runs)
-            for key in ("total", "content", "style", "tv")
-        }
+        parts = [key for key in ("content", "style", "tv", "grid") if key in runs[0][0]]
+        losses = {key: sum(run[0][key] for run in runs) / len(runs) for key in ("total", *parts)}
         values = {"val/loss": losses["total"]}
-        values.update({f"val/{key}": losses[key] for key in ("content", "style", "tv")})
+        values.update({f"val/{key}": losses[key] for key in parts})
         if self.num_styles > 1:
             for k, (style_losses, _) in enumerate(runs):
                 name = self.style_names[k]
