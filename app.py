@@ -13,9 +13,15 @@ import importlib.util
 import sys
 
 from transformer_net.errors import TransformerNetError, first_line
-from transformer_net.stylize_cli import OneLineParser, at_least_1
+from transformer_net.stylize_cli import OneLineParser, at_least_1, thread_count
 
 INSTALL_HINT = 'the web app needs Gradio: pip install -e ".[app]"'
+TORCHSCRIPT_SKIPPED = (
+    "a TorchScript file runs code when loaded; the app loads none "
+    "(export the .pth as .onnx or a model folder)"
+)
+# The page's advice when Gatys cannot download VGG-16: the app has one such option.
+VGG_HINT = "start app.py with --vgg-weights /path/vgg16.pth"
 EXAMPLES = """\
 examples:
   python app.py --models outputs/                       # every model under outputs/
@@ -38,14 +44,14 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         required=True,
         metavar="PATH",
-        help="model files (.pth, .onnx, TorchScript .pt) and folders searched for them",
+        help="model files (.pth, .onnx) and model folders, and folders searched for them",
     )
     p.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (127.0.0.1: this machine only)"
     )
     p.add_argument("--port", type=_port, default=7860, help="port (7860)")
     p.add_argument("--device", default="auto", help="auto (GPU if available), cpu, cuda, mps")
-    p.add_argument("--threads", type=at_least_1, default=None, help="CPU threads (one per core)")
+    p.add_argument("--threads", type=thread_count, default=None, help="CPU threads (one per core)")
     p.add_argument(
         "--vgg-weights",
         default="caffe",
@@ -81,12 +87,17 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         infos, skipped = describe_all(find_models(args.models))
+        # TorchScript files run code when loaded (runners.TorchScriptStylizer). The app
+        # picks models up from folders by itself, so it loads none and has no option to:
+        # trusting a folder is not trusting a file (stylize.py --trust-torchscript is).
+        skipped += [(i.path, TORCHSCRIPT_SKIPPED) for i in infos if i.kind == "torchscript"]
+        infos = [i for i in infos if i.kind != "torchscript"]
         for path, reason in skipped:
             print(f"note: {path}: not shown ({first_line(reason)})", file=sys.stderr)
         if not infos:
             print(
                 f"error: --models {' '.join(args.models)}: no model found "
-                "(.pth, .onnx, TorchScript .pt or model folders)",
+                "(.pth, .onnx or model folders)",
                 file=sys.stderr,
             )
             return 2
@@ -96,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             threads=args.threads,
             vgg_weights=args.vgg_weights,
             max_megapixels=args.max_megapixels,
+            vgg_hint=VGG_HINT,
         )
     except TransformerNetError as e:
         print(f"error: {first_line(e)}", file=sys.stderr)

@@ -21,9 +21,10 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from transformer_net.checkpoint import style_thumbnails
 from transformer_net.contact_sheet import contact_sheet
 from transformer_net.errors import ConfigError, TransformerNetError
-from transformer_net.image import list_images, load_image, pil_to_tensor, save_image
+from transformer_net.image import ImageBytes, list_images, load_image, pil_to_tensor, save_image
 from transformer_net.inference import TorchStylizer
 from transformer_net.loss import PerceptualLoss
 from transformer_net.optimize import INITS, optimize_image, perceptual_loss
@@ -42,11 +43,12 @@ examples:
     python scripts/evaluate.py --model "$c" --images photos/ --iterations 0 \\
         --out "eval/$(basename "$c" .ckpt)" --tensorboard outputs/wave/tb/eval; done
 
-The loss settings and the style image come from the model file's metadata
-(written by train.py); --style, --vgg-weights, --preprocessing and the weights
-override them. Without metadata the loss network is the default, caffe (Johnson
-et al.'s VGG-16, downloaded once into the torch hub cache; offline:
---vgg-weights /path/vgg16.pth --preprocessing caffe).
+The loss settings come from the model file's metadata (written by train.py),
+and the style image is the painting the model holds (its 256 px thumbnail; pass
+--style painting.jpg for a larger style size); --style, --vgg-weights,
+--preprocessing and the weights override them. Without metadata the loss
+network is the default, caffe (Johnson et al.'s VGG-16, downloaded once into the
+torch hub cache; offline: --vgg-weights /path/vgg16.pth --preprocessing caffe).
 """
 
 
@@ -54,9 +56,16 @@ def build_loss(args, meta: dict, device) -> tuple[PerceptualLoss, torch.Tensor]:
     """The model's training loss (from its metadata, overridden by the options), and its
     style image (3, H, W) uint8."""
     cfg = dict(meta.get("loss") or {})
-    style_path = args.style or meta.get("style_image")
-    if not style_path:
-        raise ConfigError("the model file names no style image: pass --style")
+    # The painting the model holds (checkpoint.style_thumbnails), never a path its metadata
+    # names: a model from elsewhere could name any image here, shown in the sheets.
+    style_path = args.style
+    if style_path is None:
+        thumbnail = style_thumbnails(meta, 1)[0]
+        if thumbnail is None:
+            raise ConfigError(
+                f"{args.model}: the model holds no style image: pass --style painting.jpg"
+            )
+        style_path = ImageBytes(thumbnail.numpy().tobytes(), name=f"{args.model}: its painting")
     for key in (
         "vgg_weights",
         "preprocessing",
@@ -75,7 +84,8 @@ def build_loss(args, meta: dict, device) -> tuple[PerceptualLoss, torch.Tensor]:
         cfg["preprocessing"] = default_preprocessing(weights)  # a named release has its own
     style_size = args.style_size or meta.get("image_size") or args.size
     style = load_image(style_path, max_side=style_size)
-    return perceptual_loss(style, device=device, **cfg), style
+    hint = "--vgg-weights /path/vgg16.pth --preprocessing {preprocessing}"  # offline advice
+    return perceptual_loss(style, device=device, hint=hint, **cfg), style
 
 
 def losses_of(loss: PerceptualLoss, image: torch.Tensor, content: torch.Tensor, device) -> dict:

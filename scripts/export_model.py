@@ -14,6 +14,7 @@ config.json, model card: docs/sharing.md), checked to give the same outputs.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -23,8 +24,12 @@ from pathlib import Path
 
 import torch
 
+from transformer_net.atomic import check_writable
 from transformer_net.checkpoint import load_model, save_model_file
 from transformer_net.errors import ConfigError, TransformerNetError
+from transformer_net.export import ONNX_OPSETS
+from transformer_net.stylize_cli import OneLineParser, _silence_stdout, at_least_1, thread_count
+from transformer_net.stylize_subcommands import StdoutError, write_stdout
 
 FORMATS = ("pth", "onnx", "torchscript", "folder")
 _SUFFIX_FORMATS = {".onnx": "onnx", ".pt": "torchscript", ".ts": "torchscript", ".pth": "pth"}
@@ -48,8 +53,20 @@ HELD_OUT = 4  # photos the int8 file is compared on
 SAMPLE_PHOTOS, SAMPLE_HEIGHT = 4, 192  # --samples PHOTOS: rows of the sheet, their height
 
 
+def _opset(text: str) -> int:
+    """--opset: one whose graph onnxruntime runs (export.ONNX_OPSETS)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value not in ONNX_OPSETS:
+        low, high = ONNX_OPSETS[0], ONNX_OPSETS[-1]
+        raise argparse.ArgumentTypeError(f"must be in {low}-{high}, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(  # one-line errors: the usage block would bury the message
         prog="export_model.py",
         description=__doc__,
         epilog=EPILOG,
@@ -66,19 +83,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="pth (model file), onnx, torchscript or folder (a model folder to share); "
         "default: from the output suffix",
     )
-    parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17)")
+    parser.add_argument("--opset", type=_opset, default=None, help="ONNX opset (default 17)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
     parser.add_argument(
         "--benchmark",
-        type=int,
+        type=at_least_1,
         metavar="SIZE",
         default=None,
         help="also time PyTorch fp32 against the exported file on a SIZE x SIZE image (CPU)",
     )
-    parser.add_argument("--runs", type=int, default=5, help="timed runs for --benchmark (5)")
+    parser.add_argument("--runs", type=at_least_1, default=5, help="timed runs for --benchmark (5)")
     parser.add_argument(
         "--threads",
-        type=int,
+        type=thread_count,  # bounded: a huge count dies inside the OpenMP runtime
         default=None,
         help="CPU threads for both PyTorch and onnxruntime (default: their own defaults)",
     )
@@ -120,12 +137,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """export_model.py: the exit code (0 done, 1 failed work, 2 bad usage, 141 stdout
+    closed by its reader); argument errors return theirs too (one line, no SystemExit)."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help (0) or a one-line argument error (2)
+        return int(e.code or 0)
     try:
         return run(args)
     except TransformerNetError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
+    # stdout's lines come after each file is written (write_stdout): the files stay whole
+    except BrokenPipeError:  # the reader went away (`... | head`): stop quietly
+        _silence_stdout()
+        return 141  # what a shell reports for a command stopped by SIGPIPE
+    except StdoutError as e:  # a full device
+        print(f"error: cannot write to standard output ({e.strerror}); stopped", file=sys.stderr)
+        _silence_stdout()
+        return 1
 
 
 def run(args: argparse.Namespace) -> int:
@@ -137,6 +167,7 @@ def run(args: argparse.Namespace) -> int:
         )
     _check_quantize_options(args, fmt)
     _check_folder_options(args, fmt)
+    _check_output(args, fmt)
     if fmt == "folder":
         return export_folder(args)
     if Path(args.output).exists() and not args.overwrite:
@@ -170,11 +201,29 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print_written(path: Path, what: str, model) -> None:
-    print(f"wrote {path} ({what}, {path.stat().st_size / 1e6:.1f} MB, {model.config})")
+    write_stdout(f"wrote {path} ({what}, {path.stat().st_size / 1e6:.1f} MB, {model.config})")
 
 
 def _timing(args: argparse.Namespace) -> dict:
     return {"size": args.benchmark, "runs": args.runs}
+
+
+def _check_output(args: argparse.Namespace, fmt: str) -> None:
+    """One line before the model loads for an output that cannot be written, or that
+    would replace the input model (--overwrite replaces an output, never the input)."""
+    out, source = Path(args.output), Path(args.checkpoint)
+    if fmt != "folder":
+        if out.is_dir():
+            raise ConfigError(f"{out}: a folder; {fmt} writes a file (name the file)")
+        if out.exists() and source.exists() and os.path.samefile(out, source):
+            raise ConfigError(f"{out}: the output is the input model; write to another path")
+        if source.is_dir() and out.resolve().is_relative_to(source.resolve()):
+            raise ConfigError(
+                f"{out}: inside the input model folder {source}; write to another path"
+            )
+    # A model folder exported onto itself is allowed: all is read before anything is
+    # written, and only the folder's files are replaced (model_folder._replace_in).
+    check_writable(out)
 
 
 def _check_folder_options(args: argparse.Namespace, fmt: str) -> None:
@@ -217,7 +266,7 @@ def export_folder(args: argparse.Namespace) -> int:
     files = sorted(p for p in folder.iterdir() if p.is_file())
     size = sum(p.stat().st_size for p in files) / 1e6
     names = ", ".join(p.name for p in files)
-    print(f"wrote {folder} (model folder, {size:.1f} MB: {names})")
+    write_stdout(f"wrote {folder} (model folder, {size:.1f} MB: {names})")
     loaded, _ = load_model(folder)
     return verify(model.float().eval(), "the model folder", loaded.float().eval())
 
@@ -301,7 +350,7 @@ def compare_int8(
         image = torch.from_numpy(calibration_image(photo, size)).to(torch.uint8)
         values.append(output_psnr(*(r.batch(image) for r in runners)))
     mean = statistics.fmean(values)
-    print(f"int8 vs fp32 outputs on {which}, {size}x{size}: mean PSNR {mean:.1f} dB")
+    write_stdout(f"int8 vs fp32 outputs on {which}, {size}x{size}: mean PSNR {mean:.1f} dB")
     if mean < PSNR_WARNING_DB:
         print(
             f"warning: {int8}: mean PSNR {mean:.1f} dB is below {PSNR_WARNING_DB:g} dB: int8 "
@@ -316,12 +365,13 @@ def exported_runner(path: Path, fmt: str, *, threads: int | None = None):
     from transformer_net.runners import ONNX_INSTALL_HINT, TorchScriptStylizer
 
     if fmt == "torchscript":
-        module = TorchScriptStylizer(model_path=path, device="cpu").model
+        # trusted: the file this run has just written (atomically) from a .pth
+        module = TorchScriptStylizer(model_path=path, device="cpu", trust=True).model
         return "torch.jit.load", module
     try:
         import onnxruntime as ort
     except ImportError:
-        print(f"not verified: onnxruntime is not installed ({ONNX_INSTALL_HINT})")
+        write_stdout(f"not verified: onnxruntime is not installed ({ONNX_INSTALL_HINT})")
         return None
     options = ort.SessionOptions()
     if threads:
@@ -339,7 +389,7 @@ def verify(model, runtime: str, run, size: tuple[int, int] = (131, 97)) -> int:
         got = run(x)
     diff = (got - expected).abs().max().item()
     ok = got.shape == expected.shape and diff < 1e-2
-    print(
+    write_stdout(
         f"verified with {runtime} on a random {size[1]}x{size[0]} image: "
         f"max abs difference {diff:.2e} (0-255 units){'' if ok else ': TOO LARGE'}"
     )
@@ -361,12 +411,12 @@ def benchmark(contenders: dict[str, Callable], *, size: int, runs: int) -> None:
                 times[name].append(time.perf_counter() - start)
     first = next(iter(contenders))
     base = statistics.median(times[first])
-    print(f"{size}x{size}, median of {runs} runs, {torch.get_num_threads()} threads:")
+    write_stdout(f"{size}x{size}, median of {runs} runs, {torch.get_num_threads()} threads:")
     for name, t in times.items():
         med = statistics.median(t)
         diff = (outputs[name] - outputs[first]).abs().max().item()
         note = f", max abs difference {diff:.2e}" if name != first else ""
-        print(f"  {name:<20} {med * 1000:8.0f} ms  ({base / med:.2f}x{note})")
+        write_stdout(f"  {name:<20} {med * 1000:8.0f} ms  ({base / med:.2f}x{note})")
 
 
 if __name__ == "__main__":

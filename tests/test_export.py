@@ -74,7 +74,7 @@ def test_onnx_metadata(onnx_file):
 
 def test_torchscript_matches_pytorch_at_any_size(net, ts_file):
     assert is_torchscript_file(ts_file)
-    model = TorchScriptStylizer(model_path=ts_file, device="cpu").model
+    model = TorchScriptStylizer(model_path=ts_file, device="cpu", trust=True).model
     for h, w in SIZES:
         x, expected = reference(net, h, w)
         with torch.no_grad():
@@ -96,7 +96,7 @@ def test_stylizers_agree_with_pytorch(net, onnx_file, ts_file):
         expected = net(image[None].float()).clamp(0, 255).round()[0]
     for stylizer in (
         OnnxStylizer(model_path=onnx_file, device="cpu"),
-        TorchScriptStylizer(model_path=ts_file, device="cpu"),
+        TorchScriptStylizer(model_path=ts_file, device="cpu", trust=True),
     ):
         out, seconds = stylizer.timed(image)
         assert stylizer.device.type == "cpu" and stylizer.dtype == torch.float32
@@ -115,6 +115,7 @@ def test_stylize_runs_onnx_model(onnx_file, tmp_path, capsys):
 def test_stylize_runs_torchscript_with_strength(net, ts_file, tmp_path):
     src = write_photo(tmp_path / "in.png", size=(19, 11))
     argv = ["--model", str(ts_file), "--input", str(src), "--quiet", "--strength", "0"]
+    argv.append("--trust-torchscript")  # TorchScript runs code when loaded: opted in
     assert stylize_cli.main([*argv, "--output", str(tmp_path / "o.png")]) == 0
     assert np.array_equal(np.asarray(Image.open(tmp_path / "o.png")), np.asarray(Image.open(src)))
 
@@ -204,7 +205,7 @@ def test_runners_take_batches_of_frames(net, onnx_file, ts_file, tmp_path):
     for stylizer in (
         OnnxStylizer(model_path=onnx_file, device="cpu"),
         OnnxStylizer(model_path=fixed, device="cpu"),  # batch 1 only: run frame by frame
-        TorchScriptStylizer(model_path=ts_file, device="cpu"),
+        TorchScriptStylizer(model_path=ts_file, device="cpu", trust=True),
     ):
         out = stylizer.batch(frames)
         assert out.dtype == torch.uint8 and out.shape == frames.shape
@@ -218,7 +219,7 @@ def test_exported_weights_with_nan_are_refused(tmp_path, capsys):
         bad.in2.bias[3] = float("nan")  # what a diverged training run leaves behind
     ts = export_torchscript(bad, tmp_path / "bad.pt")
     with pytest.raises(ModelFileError) as e:
-        TorchScriptStylizer(model_path=ts, device="cpu")
+        TorchScriptStylizer(model_path=ts, device="cpu", trust=True)
     assert str(e.value) == (
         f"{ts}: weights hold NaN/inf (1 of 8 values of 'in2.bias'): "
         "the model would give black images (training diverged?)"

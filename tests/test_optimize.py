@@ -107,11 +107,17 @@ def test_cli_optimize_needs_a_style(tmp_path, capsys):
 
 
 def _tiny_model_file(tmp_path, style_file):
-    """A small untrained model file whose metadata names the style and a random-VGG loss."""
+    """A small untrained model file with its painting (as training writes one: the
+    thumbnail evaluate.py uses) and a random-VGG loss in its metadata."""
     from transformer_net.checkpoint import save_model_file
+    from transformer_net.image import load_image, style_thumbnail
     from transformer_net.model import TransformerNet
 
-    meta = {"style_image": str(style_file), "loss": {"vgg_weights": "random", "style_weight": 1e9}}
+    meta = {
+        "style_image": str(style_file),
+        "style_thumbnails": [style_thumbnail(load_image(style_file))],
+        "loss": {"vgg_weights": "random", "style_weight": 1e9},
+    }
     return save_model_file(
         TransformerNet(channels=(4, 8, 8), num_residual=1), tmp_path / "m.pth", meta=meta
     )

@@ -309,7 +309,10 @@ def exported(tmp_path_factory):
 def test_open_stylizer_picks_the_runner_by_content(exported, name, runner):
     # runtime torch: PyTorch files in PyTorch (auto prefers onnxruntime on a CPU: test_runtime.py)
     runtime = "torch" if runner is TorchStylizer else "auto"
-    stylizer = open_stylizer(exported[name], device="cpu", precision="fp32", runtime=runtime)
+    trust = name == "torchscript"  # TorchScript runs code when loaded: opted in
+    stylizer = open_stylizer(
+        exported[name], device="cpu", precision="fp32", runtime=runtime, trust_torchscript=trust
+    )
     assert type(stylizer) is runner
     assert stylizer.supports_video and stylizer.num_styles == 1
     image = torch.randint(0, 256, (3, 21, 17), dtype=torch.uint8)

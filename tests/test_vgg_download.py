@@ -281,13 +281,15 @@ def test_offline_stylize_names_its_options(offline, tmp_path, style_file, capsys
 
 def test_offline_evaluate_names_its_options(offline, tmp_path, style_file, capsys):
     from transformer_net.checkpoint import save_model_file
+    from transformer_net.image import load_image, style_thumbnail
     from transformer_net.model import TransformerNet
 
     evaluate = load_script("evaluate")
     model = save_model_file(
         TransformerNet(channels=(4, 8, 8), num_residual=1),
         tmp_path / "m.pth",
-        meta={"style_image": str(style_file)},  # no loss settings: the default, caffe
+        # its painting, and no loss settings: the default, caffe
+        meta={"style_thumbnails": [style_thumbnail(load_image(style_file))]},
     )
     photo = write_photo(tmp_path / "photo.png")
     argv = [

@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import math
 import os
 import queue
 import threading
@@ -181,13 +182,16 @@ def run_gatys(
     vgg_weights: str,
     iterations: int,
     preserve_color: bool,
+    vgg_hint: str | None = None,
 ) -> Iterator[tuple[str, Any]]:
     """Gatys optimization of ``image`` toward ``style`` in a thread, as a stream of events.
 
     Yields ``("progress", (iteration, losses))`` while it runs, then
     ``("done", (3, H, W) uint8)`` (before color post-processing), or
     ``("cancelled", iteration)`` once ``stop`` is set: the optimization checks
-    it every ``GATYS_REPORT_EVERY`` evaluations. Its errors are raised here.
+    it every ``GATYS_REPORT_EVERY`` evaluations. Its errors are raised here;
+    ``vgg_hint`` ends the one of VGG weights that cannot be downloaded (how whoever
+    started the app gives a local file).
     """
     events: queue.Queue = queue.Queue()
     reached = 0
@@ -207,6 +211,7 @@ def run_gatys(
                 preserve_color=preserve_color,
                 progress=report,
                 report_every=GATYS_REPORT_EVERY,
+                vgg_hint=vgg_hint,
             )
             events.put(("done", stylizer(image)))
         except Cancelled:
@@ -227,6 +232,33 @@ def run_gatys(
                 return
     finally:
         stop.set()  # the caller went away (page closed, cancelled): the thread stops too
+
+
+class NumberSlider(gr.Slider):
+    """``gr.Slider`` whose value, as a request sends it, must be a finite number.
+
+    The page's slider sends one, but the app's API takes any JSON value: Gradio's own
+    check of a string (``"abc" < 0``) is a TypeError, shown as a bare "Error". Here it
+    is one line naming the slider. ``is_template``: the page draws Gradio's slider.
+    """
+
+    is_template = True
+
+    def preprocess(self, payload: Any) -> float:
+        ok = isinstance(payload, int | float) and not isinstance(payload, bool)
+        if not ok or not math.isfinite(payload):
+            name = (self.label or "value").split(" (")[0].split(":")[0]
+            raise gr.Error(
+                f"{name}: expected a number from {self.minimum:g} to {self.maximum:g}, "
+                f"got {_short(payload)}",
+                print_exception=False,
+            )
+        return super().preprocess(payload)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _placeholder(text: str, side: int = 128) -> torch.Tensor:
@@ -255,9 +287,11 @@ class _App:
         threads: int,
         vgg_weights: str,
         max_megapixels: float,
+        vgg_hint: str | None = None,
     ):
         self.infos, self.labels = list(infos), unique_labels(infos)
         self.device, self.vgg_weights, self.max_megapixels = device, vgg_weights, max_megapixels
+        self.vgg_hint = vgg_hint
         self.stylizers = _Stylizers(device=device, threads=threads)
         self.stops: dict[str, threading.Event] = {}  # session -> its Gatys run's stop flag
 
@@ -388,6 +422,7 @@ class _App:
                     vgg_weights=self.vgg_weights,
                     iterations=int(iterations),
                     preserve_color=preserve,
+                    vgg_hint=self.vgg_hint,
                 ):
                     seconds = time.perf_counter() - start
                     if kind == "progress":
@@ -429,12 +464,15 @@ def build_app(
     threads: int | None = None,
     vgg_weights: str = "caffe",
     max_megapixels: float = DEFAULT_MEGAPIXELS,
+    vgg_hint: str | None = None,
 ) -> gr.Blocks:
     """The page for ``models`` (``catalog.describe_all``), ready for :func:`launch`.
 
     ``device``/``threads`` as in ``stylize.py``; ``vgg_weights`` is the loss
     network of Gatys optimization (``caffe`` downloads Johnson et al.'s once,
-    or a ``.pth`` file); ``max_megapixels`` caps uploads and results.
+    or a ``.pth`` file); ``max_megapixels`` caps uploads and results. ``vgg_hint``:
+    how the one who started the app gives a local VGG-16 file, for the page's
+    offline message (``app.py`` names its ``--vgg-weights``).
     """
     if not models:
         raise ConfigError("no models to show")
@@ -446,6 +484,7 @@ def build_app(
         threads=threads,
         vgg_weights=vgg_weights,
         max_megapixels=max_megapixels,
+        vgg_hint=vgg_hint,
     )
     first = app.infos[0]
     with gr.Blocks(
@@ -470,10 +509,10 @@ def build_app(
                     label="Model",
                     elem_id="model",
                 )
-                size = gr.Slider(
+                size = NumberSlider(
                     0, MAX_SIZE, value=0, step=1, label="Size: longer side in pixels (0: as given)"
                 )
-                strength = gr.Slider(
+                strength = NumberSlider(
                     0, 1, value=1, step=0.05, label="Strength (0: the photo, 1: the style)"
                 )
                 preserve = gr.Checkbox(label="Preserve the photo's colours")
@@ -504,7 +543,7 @@ def build_app(
                         type="filepath",
                         height=200,
                     )
-                    iterations = gr.Slider(
+                    iterations = NumberSlider(
                         10, MAX_ITERATIONS, value=100, step=10, label="Iterations"
                     )
                     with gr.Row():
@@ -585,7 +624,7 @@ def _style_inputs(app: _App, first: ModelInfo) -> list:
     mix = gr.Checkbox(label="Mix styles (one weight per style)", visible=multi)
     names = first.style_names + [f"style {k}" for k in range(first.num_styles, app.max_styles)]
     sliders = [
-        gr.Slider(0, 1, value=1, step=0.05, label=names[k], visible=False)
+        NumberSlider(0, 1, value=1, step=0.05, label=names[k], visible=False)
         for k in range(app.max_styles)
     ]
     return [radio, mix, *sliders]

@@ -21,7 +21,14 @@ from typing import Any
 
 import torch
 
-from .checkpoint import is_model_folder, read_model_file, resolve_model_path, style_thumbnails
+from .checkpoint import (
+    MAX_STYLES,
+    check_meta,
+    is_model_folder,
+    read_model_file,
+    resolve_model_path,
+    style_thumbnails,
+)
 from .errors import ModelFileError
 from .image import decode_thumbnail
 
@@ -104,18 +111,30 @@ def _thumbnails(meta: dict, count: int) -> list[torch.Tensor | None]:
 
 
 def _describe_onnx(path: Path) -> ModelInfo:
-    """ONNX exports carry the model file's arguments and metadata as JSON strings."""
+    """ONNX exports carry the model file's arguments and metadata as JSON strings.
+
+    The graph runs whatever they say, so metadata that does not parse or check
+    (too deep, a huge integer, a count above MAX_STYLES, fields of the wrong type)
+    is ignored, as without the ``onnx`` package: the model is described by its name.
+    """
     props = _onnx_metadata(path)
     try:
         args = json.loads(props["model_args"]) if "model_args" in props else None
         meta = json.loads(props["meta"]) if "meta" in props else {}
-    except json.JSONDecodeError:
+    except (RecursionError, ValueError):  # JSONDecodeError; an integer of 4300+ digits
         args, meta = None, {}
     if not isinstance(meta, dict):
         meta = {}
+    try:
+        check_meta(path, meta)
+    except ModelFileError:
+        meta = {}
+    styles = args.get("num_styles", 1) if isinstance(args, dict) else None
+    if isinstance(styles, bool) or not isinstance(styles, int) or not 1 <= styles <= MAX_STYLES:
+        args = None  # not a count to build names and thumbnails from
     if "quantized" in props:
         meta["quantized"] = props["quantized"]
-    return _info(path, "onnx", meta, args if isinstance(args, dict) else None, None)
+    return _info(path, "onnx", meta, args, None)
 
 
 def _onnx_metadata(path: Path) -> dict[str, str]:

@@ -17,6 +17,8 @@ Everything works on (3, H, W) RGB tensors in 0-255 (uint8 in and out for
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 
 from .errors import ConfigError
@@ -94,7 +96,10 @@ def blend(content: torch.Tensor, stylized: torch.Tensor, strength: float) -> tor
 
 
 def check_strength(strength: float) -> float:
-    """``strength`` itself if it is in [0, 1], else :class:`ConfigError` (NaN included)."""
+    """``strength`` itself if it is in [0, 1], else :class:`ConfigError` (NaN included, and
+    anything that is not a number: a web request can send any JSON value)."""
+    if isinstance(strength, bool) or not isinstance(strength, numbers.Real):
+        raise ConfigError(f"strength must be a number in [0, 1], got {strength!r}")
     if not 0.0 <= strength <= 1.0:
         raise ConfigError(f"strength must be in [0, 1], got {strength}")
     return strength

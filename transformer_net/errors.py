@@ -27,6 +27,12 @@ class ImageError(TransformerNetError, ValueError):
     """An image file could not be read or written; the message names the file."""
 
 
+class ImageWriteError(ImageError):
+    """An image could not be written (no permission, a full disk): failed work."""
+
+    exit_code = 1
+
+
 class VideoError(TransformerNetError, ValueError):
     """A video could not be read or written; the message names the file."""
 
@@ -37,6 +43,11 @@ class DataError(TransformerNetError, ValueError):
 
 class ModelFileError(TransformerNetError, ValueError):
     """A model file is missing, unreadable or not a TransformerNet; names the file."""
+
+
+class UntrustedModelError(ModelFileError):
+    """A model file that runs code when loaded (TorchScript), refused unless its caller
+    trusts it; the CLIs add the option that does (``stylize.py --trust-torchscript``)."""
 
 
 class RunFolderError(TransformerNetError, ValueError):
@@ -66,6 +77,13 @@ class DownloadError(TransformerNetError, RuntimeError):
     def __init__(self, message: str, *, network: bool = False) -> None:
         super().__init__(message)
         self.network = network
+
+
+class OutputExistsError(TransformerNetError):
+    """An output appeared under its name while the result was being made (another run
+    writing the same folder): it is kept, and this result is not written."""
+
+    exit_code = 1  # failed work (in a folder run: skipped), not bad usage
 
 
 class DiskFullError(TransformerNetError, OSError):

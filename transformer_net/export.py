@@ -39,11 +39,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from .atomic import atomic_write
+from .errors import ConfigError
 from .model import SIZE_MULTIPLE, TransformerNet
 
 # Bumped when exports change (the cached exports of stylize.py --runtime auto are keyed by it).
 EXPORT_VERSION = 2  # 2: the column-folded output convolution
 ONNX_OPSET = 17  # InstanceNormalization, Resize and dynamic Pad/Range are all older
+# The opsets whose graph of this network onnxruntime loads and runs: below 12 Clip takes
+# no int64 bounds (the dynamic padding's), above 23 torch's exporter has no symbolics.
+ONNX_OPSETS = range(12, 24)
 INPUT_NAME = "image"
 OUTPUT_NAME = "stylized"
 ONNX_INSTALL_HINT = 'pip install "transformer-net[onnx]"'
@@ -120,13 +124,21 @@ def export_onnx(
     dynamic: bool = True,
     size: tuple[int, int] = (256, 256),
     meta: Mapping[str, Any] | None = None,
+    props: Mapping[str, str] | None = None,
 ) -> Path:
     """Write ``model`` as an ONNX file (atomically); ``dynamic``: any batch, height, width.
+
+    ``props``: more metadata_props entries (``{key: text}``), written with or without
+    the ``onnx`` package (the runners' cache stores its source's hash there).
 
     With ``dynamic=False`` the graph accepts only (1, 3, *size*). ``meta`` (style
     name, training step) goes into the file's metadata_props when the ``onnx``
     package is installed.
     """
+    if opset not in ONNX_OPSETS:
+        raise ConfigError(
+            f"opset {opset}: ONNX export supports opsets {ONNX_OPSETS[0]}-{ONNX_OPSETS[-1]}"
+        )
     net = _fold_output_layer(_export_copy(model))
     axes = {0: "batch", 2: "height", 3: "width"}
     buf = io.BytesIO()
@@ -156,9 +168,35 @@ def export_onnx(
         for key, value in _metadata(net, meta).items():
             proto.metadata_props.add(key=key, value=value)
         data = proto.SerializeToString()
+    for key, value in (props or {}).items():
+        data += metadata_prop_bytes(key, value)
     with atomic_write(path) as f:
         f.write(data)
     return Path(path)
+
+
+def metadata_prop_bytes(key: str, value: str) -> bytes:
+    """One ONNX ``metadata_props`` entry as the protobuf bytes appended to a ModelProto.
+
+    A protobuf message followed by more fields of it parses as the message with those
+    fields added (repeated ones appended), so this needs no ``onnx`` package:
+    ModelProto's field 14 holds StringStringEntryProto {key = 1, value = 2}.
+    """
+    entry = _length_delimited(1, key.encode()) + _length_delimited(2, value.encode())
+    return _length_delimited(14, entry)
+
+
+def _length_delimited(field: int, payload: bytes) -> bytes:
+    return _varint(field << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
 
 
 def export_torchscript(

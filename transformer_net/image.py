@@ -19,7 +19,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .atomic import atomic_write
-from .errors import ConfigError, ImageError
+from .errors import ConfigError, ImageError, ImageWriteError
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
@@ -249,10 +249,19 @@ def tensor_to_pil(image: torch.Tensor) -> Image.Image:
     return Image.fromarray(arr, mode="RGB") if arr.shape[2] == 3 else Image.fromarray(arr)
 
 
-def save_image(image: torch.Tensor | Image.Image, path: str | os.PathLike, **save_kwargs) -> None:
+def save_image(
+    image: torch.Tensor | Image.Image,
+    path: str | os.PathLike,
+    *,
+    overwrite: bool = True,
+    **save_kwargs,
+) -> None:
     """Write an image atomically: a crash never leaves a truncated file behind.
 
     The format comes from the extension; JPEGs are written at quality 95.
+    ``overwrite=False``: a file found under ``path`` when the image is committed
+    (another process wrote it meanwhile) is kept: :class:`OutputExistsError`.
+    A write that fails (no permission, a full disk) is an :class:`ImageWriteError`.
     """
     path = Path(path)
     img = image if isinstance(image, Image.Image) else tensor_to_pil(image)
@@ -263,10 +272,10 @@ def save_image(image: torch.Tensor | Image.Image, path: str | os.PathLike, **sav
     if fmt == "JPEG":
         save_kwargs.setdefault("quality", 95)
     try:
-        with atomic_write(path) as f:
+        with atomic_write(path, overwrite=overwrite) as f:
             img.save(f, format=fmt, **save_kwargs)
     except OSError as e:
-        raise ImageError(f"{path}: cannot write image ({e})") from None
+        raise ImageWriteError(f"{path}: cannot write image ({e})") from None
 
 
 THUMBNAIL_SIDE = 256  # longer side of the style thumbnails model files carry
@@ -285,9 +294,13 @@ def style_thumbnail(image: torch.Tensor, side: int = THUMBNAIL_SIDE) -> torch.Te
 
 
 def decode_thumbnail(data: torch.Tensor) -> torch.Tensor | None:
-    """A :func:`style_thumbnail` back to (3, H, W) uint8; None if it is not a JPEG."""
+    """A :func:`style_thumbnail` back to (3, H, W) uint8; None if it is not a JPEG, or
+    its header declares a picture far larger than a thumbnail (a 600-byte file can
+    declare 16000x16000: gigabytes once decoded)."""
     try:
         with Image.open(io.BytesIO(data.numpy().tobytes())) as img:
+            if max(img.size) > 4 * THUMBNAIL_SIDE:  # read from the header, nothing decoded
+                return None
             return pil_to_tensor(to_rgb(img))
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
         return None

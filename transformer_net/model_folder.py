@@ -25,6 +25,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,12 +34,14 @@ import torch
 from PIL import Image
 
 from . import __version__
-from .atomic import atomic_folder, atomic_write_bytes
+from .atomic import atomic_folder, atomic_write_bytes, check_writable, replace_files
 from .checkpoint import (
     CONFIG_FILE,
     FORMAT,
     FORMAT_VERSION,
     WEIGHTS_FILE,
+    check_meta,
+    read_config,
     read_model_file,
     resolve_model_path,
     style_thumbnails,
@@ -63,6 +66,8 @@ _PREPROCESSING = {
 }
 # Keys config.json holds besides the model file's metadata (rewritten on each save).
 _WRITTEN = ("format", "version", "library_name", "model_args", "files", "style_image_files")
+# The files an export writes besides the three main ones (see _style_images, SAMPLES_FILE).
+_EXPORT_NAME = re.compile(r"style(_[0-9]+)?\.jpg|samples\.jpg")
 
 ModelSource = str | os.PathLike | tuple[Mapping, Mapping, Mapping]
 
@@ -114,10 +119,48 @@ def save_model_folder(
     files[CARD_FILE] = card.encode()
     config["files"] = sorted([*files, CONFIG_FILE])
     files[CONFIG_FILE] = (json.dumps(config, indent=2, ensure_ascii=False) + "\n").encode()
-    with atomic_folder(folder) as tmp:
-        for name, data in files.items():
-            atomic_write_bytes(tmp / name, data)
+    if folder.is_dir() and any(folder.iterdir()):
+        _replace_in(folder, files)
+    else:  # a new folder appears whole, in one rename
+        with atomic_folder(folder) as tmp:
+            for name, data in files.items():
+                atomic_write_bytes(tmp / name, data)
     return folder
+
+
+def _replace_in(folder: Path, files: dict[str, bytes]) -> None:
+    """The model folder ``folder`` updated in place: its files replaced by ``files``, the
+    ones an earlier export listed and this one does not write removed, the rest kept.
+
+    A model folder is often a clone of its Hub repository (``.git/``,
+    ``.gitattributes``) or holds the user's own files: replacing the whole folder
+    deleted them, and refusing would make updating a published model a chore, so
+    only what this export writes changes. The files are staged before any replaces
+    its namesake (``atomic.replace_files``), config.json last: a crash or a full
+    disk while writing leaves the old folder whole.
+    """
+    for name in files:
+        if (folder / name).is_dir() and not (folder / name).is_symlink():
+            raise ConfigError(
+                f"{folder / name}: a folder, where the export writes a file; move it away"
+            )
+    stale = [n for n in _earlier_export(folder) if n not in files]
+    replace_files(folder, files)  # in their order: config.json, added last, goes last
+    for name in stale:
+        path = folder / name
+        if path.is_file() or path.is_symlink():
+            path.unlink(missing_ok=True)
+
+
+def _earlier_export(folder: Path) -> list[str]:
+    """The files an earlier export wrote into ``folder`` that a later one may not write
+    (paintings, samples): what its config.json lists, of the names exports use, never
+    the user's files that a hand-edited or hostile config.json lists too."""
+    try:
+        listed = listed_files(folder)
+    except ModelFileError:
+        return []
+    return [n for n in listed if _EXPORT_NAME.fullmatch(n)]
 
 
 def read_model_folder(folder: str | os.PathLike) -> tuple[dict, dict, dict]:
@@ -131,11 +174,11 @@ def read_model_folder(folder: str | os.PathLike) -> tuple[dict, dict, dict]:
 
 def is_our_folder(folder: str | os.PathLike) -> bool:
     """Whether ``folder`` holds a config.json written by this program (a model folder)."""
-    try:
-        config = json.loads((Path(folder) / CONFIG_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    try:  # bounded and checked: a hostile config.json is not ours, never a traceback
+        config = read_config(Path(folder) / CONFIG_FILE)
+    except ModelFileError:
         return False
-    return isinstance(config, dict) and config.get("format") == FORMAT
+    return config.get("format") == FORMAT
 
 
 def missing_files(folder: str | os.PathLike) -> list[str]:
@@ -152,10 +195,9 @@ def missing_files(folder: str | os.PathLike) -> list[str]:
 def listed_files(folder: str | os.PathLike) -> list[str]:
     """The files config.json says the folder holds (what publishing uploads)."""
     path = Path(folder) / CONFIG_FILE
-    try:
-        listed = json.loads(path.read_text(encoding="utf-8")).get("files")
-    except (OSError, ValueError, AttributeError) as e:
-        raise ModelFileError(f"{path}: not a model folder's config ({e})") from None
+    config = read_config(path)  # ModelFileError for what is not JSON, too large or deep
+    check_meta(path, config)
+    listed = config.get("files")
     if not (isinstance(listed, list) and all(isinstance(n, str) for n in listed)):
         raise ModelFileError(f"{path}: 'files' is not a list of file names")
     # Names only: a config.json from elsewhere must not make publishing read ../secrets.
@@ -325,9 +367,8 @@ def _training(config: Mapping, run: Mapping, args: Mapping) -> list[str]:
         facts.append(f"loss network: VGG-16 `{vgg['weights']}`, {vgg['convention']}")
     loss = config.get("loss")
     if isinstance(loss, Mapping):
-        weights = ", ".join(
-            f"{k} {loss[k]:g}" for k in ("content_weight", "style_weight", "tv_weight") if k in loss
-        )
+        keys = ("content_weight", "style_weight", "tv_weight", "grid_weight")
+        weights = ", ".join(f"{k} {loss[k]:g}" for k in keys if k in loss)
         facts.append(f"loss weights: {weights}")
     lines += [f"- {fact}" for fact in facts] + [""]
     command = run.get("command")
@@ -357,17 +398,21 @@ def _evaluation(path: str | os.PathLike) -> str:
 
 
 def _check_target(folder: Path, *, overwrite: bool) -> None:
-    """ConfigError unless ``folder`` may become the model folder."""
+    """ConfigError unless ``folder`` may become the model folder (or be updated, with
+    ``overwrite``: only the files an export writes are replaced, see ``_replace_in``)."""
+    check_writable(folder)  # read-only, or under a file: one line before any work
     if not folder.exists():
         return
     if not folder.is_dir():
         raise ConfigError(f"{folder}: exists and is not a folder")
-    if not any(folder.iterdir()):
+    entries = sorted(p.name for p in folder.iterdir())
+    if not entries:
         return
     if not is_our_folder(folder):
+        shown = ", ".join(entries[:3]) + (f" and {len(entries) - 3} more" if entries[3:] else "")
         raise ConfigError(
-            f"{folder}: a folder that is not a transformer-net model folder; refusing to "
-            "replace it (choose another path)"
+            f"{folder}: holds {shown}: not a transformer-net model folder; refusing to "
+            "write into it (choose another path)"
         )
     if not overwrite:
         raise ConfigError(f"{folder}: a model folder already (pass --overwrite to replace it)")

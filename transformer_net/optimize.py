@@ -45,25 +45,33 @@ def check_options(*, iterations: int, optimizer: str, init: str) -> None:
         raise ConfigError(f"iterations must be >= 1, got {iterations}")
 
 
+# The offline advice when the caller gives none: this module's own arguments.
+LOCAL_VGG_HINT = "vgg_weights=/path/vgg16.pth with preprocessing={preprocessing!r}"
+
+
 def perceptual_loss(
     style: torch.Tensor,
     *,
     vgg_weights: str | os.PathLike = "caffe",
     preprocessing: str | None = None,
     device: torch.device | str = "cpu",
+    hint: str | None = None,
     **loss_args,
 ) -> PerceptualLoss:
     """The training loss with ``style`` ((3, H, W), 0-255) as its target, on ``device``.
 
     ``preprocessing=None`` follows the weights' name (before a name becomes a
     file). Named weights (``caffe``, ``imagenet``) are downloaded once; offline,
-    the error names the options of ``stylize.py`` and ``scripts/evaluate.py`` that
-    take a local file instead. ``loss_args``: the other ``PerceptualLoss`` arguments.
+    the error ends with ``hint``: how the calling tool takes a local file instead
+    (``{preprocessing}`` in it is filled in, e.g. ``"--vgg-weights /path/vgg16.pth
+    --preprocessing {preprocessing}"``). Without one it names this function's own
+    arguments: the library cannot know which tool, if any, is calling (the web app
+    has no ``--preprocessing``). ``loss_args``: the other ``PerceptualLoss`` arguments.
     """
     preprocessing = preprocessing or default_preprocessing(vgg_weights)
     weights = str(vgg_weights)
     if weights in DOWNLOADED_WEIGHTS:
-        hint = f"--vgg-weights /path/vgg16.pth --preprocessing {preprocessing}"
+        hint = (hint or LOCAL_VGG_HINT).format(preprocessing=preprocessing)
         weights = str(fetch_vgg16(weights, hint=hint))
     return PerceptualLoss(
         style_image=style.float(), vgg_weights=weights, preprocessing=preprocessing, **loss_args
@@ -203,7 +211,8 @@ class GatysStylizer(Stylizer):
     target; ``iterations``, ``optimizer`` and ``init`` go to :func:`optimize_image`,
     ``progress(iteration, losses)`` (every ``report_every`` evaluations) too.
     Bad options are :class:`ConfigError`,
-    raised before the VGG weights load.
+    raised before the VGG weights load. ``vgg_hint``: the calling tool's way to
+    pass a local VGG-16 file, ending the offline error (:func:`perceptual_loss`).
 
     ``preserve_color``: luminance-only transfer (Gatys et al. 2017, sec. 5.1):
     the photo's Y is optimized against the style's Y matched to the photo's
@@ -234,6 +243,7 @@ class GatysStylizer(Stylizer):
         preserve_color: bool = False,
         progress: Progress | None = None,
         report_every: int = 25,
+        vgg_hint: str | None = None,
     ):
         check_options(iterations=iterations, optimizer=optimizer, init=init)
         self.iterations, self.optimizer, self.init = iterations, optimizer, init
@@ -252,6 +262,7 @@ class GatysStylizer(Stylizer):
             content_weight=content_weight,
             style_weight=style_weight,
             tv_weight=tv_weight,
+            hint=vgg_hint,  # the calling tool's way to pass a local file (perceptual_loss)
         )
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:

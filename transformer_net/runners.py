@@ -18,6 +18,7 @@ import importlib.util
 import os
 import warnings
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ from .checkpoint import (
     resolve_model_path,
 )
 from .download import cache_dir
-from .errors import ConfigError, DiskFullError, ModelFileError, first_line
+from .errors import ConfigError, DiskFullError, ModelFileError, UntrustedModelError, first_line
 from .export import EXPORT_VERSION, ONNX_INSTALL_HINT, export_onnx
 from .image import to_uint8
 from .inference import Stylizer, TorchStylizer, pick_device, pick_precision
@@ -46,6 +47,8 @@ _FP32_ONLY = (
     "--precision, --compile and --cuda-graphs apply to .pth/.ckpt models; "
     "ONNX and TorchScript files run in fp32"
 )
+# The metadata_props key of a cached export that holds its onnx_cache_path key.
+CACHE_SOURCE_KEY = "transformer_net.source_sha256"
 # Cached ONNX exports kept (the most recently used): one per model file in use,
 # 0.3-7 MB each for the presets (a few hundred MB at most).
 ONNX_CACHE_ENTRIES = 32
@@ -98,6 +101,7 @@ def open_stylizer(
     device: str = "auto",
     runtime: str = "auto",
     threads: int | None = None,
+    trust_torchscript: bool = False,
     **options,
 ) -> Stylizer:
     """The runner for the model file at ``path``, chosen by content (:func:`model_file_kind`)
@@ -114,6 +118,9 @@ def open_stylizer(
     threads (None: its default, one per physical core); PyTorch's are set for
     the whole process with ``torch.set_num_threads``. ``path`` may be a model folder
     or ``hf://user/name[@revision]`` (downloaded first: ``hub.py``).
+    ``trust_torchscript``: load a TorchScript file, which runs code when loaded
+    (:class:`TorchScriptStylizer`); without it such a file is an
+    :class:`UntrustedModelError`.
     """
     path = resolve_model_path(path)
     chosen = pick_runtime(path, runtime=runtime, device=device, **options)
@@ -121,7 +128,7 @@ def open_stylizer(
         return TorchStylizer(model_path=path, device=device, **options)
     _refuse_torch_options(path, options, forced=model_file_kind(path) == "torch")
     if chosen == "torchscript":
-        return TorchScriptStylizer(model_path=path, device=device)
+        return TorchScriptStylizer(model_path=path, device=device, trust=trust_torchscript)
     if model_file_kind(path) == "onnx":
         return OnnxStylizer(model_path=path, device=device, threads=threads)
     return _cached_onnx_stylizer(Path(path), device=device, threads=threads)
@@ -254,13 +261,15 @@ def cached_onnx_export(model_path: str | os.PathLike, *, rebuild: bool = False) 
     path = Path(model_path)
     check_model_path(path)
     cached = onnx_cache_path(path)
-    if cached.is_file() and not rebuild:
+    # An entry names its source's hash inside: one holding another model's export
+    # (copied over it, a cache folder shared by mistake) is made again, not trusted.
+    if cached.is_file() and not rebuild and cache_entry_source(cached) == cached.stem:
         with contextlib.suppress(OSError):  # its use time, for prune_onnx_cache
             os.utime(cached)
         return cached
     model, meta = load_model(path)
     try:
-        export_onnx(model, cached, meta=meta)
+        export_onnx(model, cached, meta=meta, props={CACHE_SOURCE_KEY: cached.stem})
     except DiskFullError:
         raise
     except OSError as e:  # a read-only home, say
@@ -270,6 +279,63 @@ def cached_onnx_export(model_path: str | os.PathLike, *, rebuild: bool = False) 
         ) from None
     prune_onnx_cache(cached.parent, keep=cached)
     return cached
+
+
+def cache_entry_source(entry: str | os.PathLike) -> str | None:
+    """The source hash a cached export holds (``CACHE_SOURCE_KEY`` in its metadata_props;
+    :func:`onnx_cache_path`'s key), or None: none, or not a protobuf this can read.
+
+    Read from the file's top-level protobuf fields, without the ``onnx`` package:
+    only the metadata is looked at (the graph is skipped by its length).
+    """
+    try:
+        data = Path(entry).read_bytes()
+        found = None
+        for field, value in _protobuf_fields(data):
+            if field == 14:  # ModelProto.metadata_props: StringStringEntryProto
+                entry_fields = dict(_protobuf_fields(value))
+                if entry_fields.get(1) == CACHE_SOURCE_KEY.encode():
+                    found = entry_fields.get(2, b"").decode()
+        return found
+    except (OSError, ValueError, IndexError):  # unreadable, truncated, not UTF-8
+        return None
+
+
+def _protobuf_fields(data: bytes) -> Iterator[tuple[int, bytes]]:
+    """(field number, bytes) of each length-delimited field of one protobuf message; the
+    others are skipped. ValueError or IndexError where ``data`` is not a message."""
+
+    def varint(i: int) -> tuple[int, int]:
+        value = shift = 0
+        while True:
+            byte = data[i]
+            value |= (byte & 0x7F) << shift
+            i, shift = i + 1, shift + 7
+            if not byte & 0x80:
+                return value, i
+            if shift > 63:
+                raise ValueError("varint too long")
+
+    i = 0
+    while i < len(data):
+        key, i = varint(i)
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            _, i = varint(i)
+        elif wire == 1:
+            i += 8
+        elif wire == 5:
+            i += 4
+        elif wire == 2:
+            size, i = varint(i)
+            if i + size > len(data):
+                raise ValueError("truncated")
+            yield field, data[i : i + size]
+            i += size
+        else:
+            raise ValueError(f"wire type {wire}")
+        if i > len(data):
+            raise ValueError("truncated")
 
 
 def prune_onnx_cache(folder: Path, *, keep: Path, entries: int = ONNX_CACHE_ENTRIES) -> None:
@@ -403,17 +469,25 @@ def _check_onnx_weights(path: Path) -> None:
 
 
 class TorchScriptStylizer(_TracedStylizer):
-    """A TorchScript file (``export.export_torchscript``) loaded with ``torch.jit.load``.
+    """A TorchScript file (``export.export_torchscript``, legacy) loaded with ``torch.jit.load``.
 
-    fp32. Note that a TorchScript file is a program (TorchScript ops, not
-    arbitrary Python): load only files you trust, as with any executable.
+    fp32. A TorchScript file is a program: ``torch.jit.load`` runs code from the
+    file while loading it (a scripted class's ``__setstate__``, for one), so it
+    loads only with ``trust=True``, the caller vouching for the file's source.
+    This is the one place in the package that calls ``torch.jit.load``; without
+    ``trust`` it raises :class:`UntrustedModelError` before opening the file.
     """
 
     runtime = "torch.jit"
 
-    def __init__(self, *, model_path: str | os.PathLike, device: str = "auto"):
+    def __init__(self, *, model_path: str | os.PathLike, device: str = "auto", trust: bool = False):
         path = Path(model_path)
         check_model_path(path)
+        if not trust:
+            raise UntrustedModelError(
+                f"{path}: refused: a TorchScript file runs code from the file when it is "
+                "loaded; load one only from a source you trust"
+            )
         self.device = pick_device(device)
         try:
             with warnings.catch_warnings():

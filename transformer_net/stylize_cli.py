@@ -26,7 +26,7 @@ import torch
 from tqdm import tqdm
 
 from .color import check_strength, postprocess
-from .errors import ConfigError, TransformerNetError
+from .errors import ConfigError, OutputExistsError, TransformerNetError, UntrustedModelError
 from .image import (
     MAX_PIXELS,
     ImageBytes,
@@ -40,7 +40,15 @@ from .image import (
 )
 from .inference import Stylizer, bf16_emulation_warning, default_threads
 from .runners import RUNTIMES, open_stylizer
-from .stylize_subcommands import print_json, run_info, run_sheet
+from .stylize_subcommands import (
+    StdoutError,
+    add_trust_option,
+    print_json,
+    run_info,
+    run_sheet,
+    with_trust_hint,
+    write_stdout,
+)
 from .tiling import check_tile_size
 from .video import stylize_video
 from .video_io import VIDEO_EXTENSIONS, is_video_file, require_av, video_frame_size
@@ -83,6 +91,8 @@ an .onnx / TorchScript .pt file from scripts/export_model.py (told apart by
 their content, whatever the file is called), a model folder (safetensors and
 config.json; train.py writes <output_dir>/model), or hf://user/name on the
 Hugging Face Hub (pip install "transformer-net[hub]"; docs/sharing.md).
+TorchScript files (a legacy export) run code from the file when loaded, so they
+load only with --trust-torchscript.
 On a CPU, a .pth/.ckpt runs in onnxruntime by default (--runtime auto; faster
 there), through an fp32 ONNX export of the file kept in the cache folder and
 made again when the file changes.
@@ -103,7 +113,10 @@ _ALPHA_FORMATS = {".png", ".tif", ".tiff", ".webp"}
 class OneLineParser(argparse.ArgumentParser):
     """argparse with one-line errors: the usage block would bury the message (--help has it)."""
 
+    error_message: str | None = None  # the last error, for main's --json error object
+
     def error(self, message: str) -> NoReturn:
+        self.error_message = message
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
@@ -143,6 +156,7 @@ def build_sheet_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing sheet")
     p.add_argument("--json", action="store_true", help="one JSON object per tile, then a summary")
     _add_runtime_options(p)
+    add_trust_option(p)
     return p
 
 
@@ -198,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     size.add_argument("--scale", type=_scale, help="resize both sides by this factor")
     _add_runtime_options(p)
     _add_model_options(p)
+    add_trust_option(p)
     p.add_argument(
         "--io-threads", type=at_least_1, default=4, help="threads decoding/encoding images (4)"
     )
@@ -237,11 +252,11 @@ def _add_runtime_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--threads",
-        type=at_least_1,
+        type=thread_count,
         default=None,
         metavar="N",
         help=f"CPU threads of PyTorch and onnxruntime (default: one per physical core, "
-        f"{default_threads()} here)",
+        f"{default_threads()} here; at most {max_threads()})",
     )
 
 
@@ -417,6 +432,22 @@ def at_least_1(text: str) -> int:
     return value
 
 
+def max_threads() -> int:
+    """The most CPU threads an option may ask for: 4 per logical CPU. More only slows
+    the work down, and a huge count dies inside the OpenMP runtime (not one line)."""
+    return 4 * (os.cpu_count() or 1)
+
+
+def thread_count(text: str) -> int:
+    """--threads: a whole number from 1 to :func:`max_threads` (app.py's too)."""
+    value = at_least_1(text)
+    if value > max_threads():
+        raise argparse.ArgumentTypeError(
+            f"must be at most {max_threads()} (4 per CPU here), got {value}"
+        )
+    return value
+
+
 def _tile_size(text: str) -> int:
     """--tile-size: 0 (automatic) or a size on the network's stride-4 grid."""
     value = _number(text, int)
@@ -449,6 +480,7 @@ class Summary:
     renamed: list[tuple[Path, Path, list[Path]]] = field(default_factory=list)
     seconds: float = 0.0
     runtime: str | None = None
+    folder: bool = False  # a folder run: an output that appears meanwhile is skipped
 
     def emit(self, kind: str, **fields) -> None:
         """One JSON object on stdout (``--json`` only)."""
@@ -458,7 +490,10 @@ class Summary:
     def say(self, line: str) -> None:
         """A line for people (not with ``--json`` or ``--quiet``)."""
         if not (self.json or self.quiet):
-            print(line, file=self.stream or sys.stdout)
+            if self.stream is None:
+                write_stdout(line)  # a full stdout: one line from main, not a traceback
+            else:
+                print(line, file=self.stream)
 
     def skip(self, path: Path, reason: str) -> None:
         self.skipped.append((path, reason))
@@ -596,7 +631,7 @@ def run(args: argparse.Namespace) -> int:
         src, dst = Path(args.input), Path(args.output)
         _check_paths(src, dst)
         jobs = plan_jobs(src, dst, summary)
-    folder = isinstance(src, Path) and src.is_dir()
+    folder = summary.folder = isinstance(src, Path) and src.is_dir()
     if folder and not jobs and not summary.failed:
         # Nothing to do is almost always a wrong --input: say so instead of "done 0".
         others = summary.skipped
@@ -752,19 +787,24 @@ def open_model(args: argparse.Namespace) -> Stylizer:
             init=args.init,
             preserve_color=args.preserve_color,
             progress=None if args.quiet else _IterationPrinter(args.iterations),
+            vgg_hint="--vgg-weights /path/vgg16.pth --preprocessing {preprocessing}",
         )
-    stylizer = open_stylizer(
-        args.model,
-        device=args.device,
-        runtime=args.runtime,
-        threads=threads,
-        precision=args.precision,
-        compile=args.compile,
-        cuda_graphs=args.cuda_graphs,
-        style=args.style_index if args.style_mix is None else args.style_mix,
-        tile_size=args.tile_size,
-        progress=None if args.quiet else _ProgressBar("tiles", unit="tile"),
-    )
+    try:
+        stylizer = open_stylizer(
+            args.model,
+            device=args.device,
+            runtime=args.runtime,
+            threads=threads,
+            trust_torchscript=args.trust_torchscript,
+            precision=args.precision,
+            compile=args.compile,
+            cuda_graphs=args.cuda_graphs,
+            style=args.style_index if args.style_mix is None else args.style_mix,
+            tile_size=args.tile_size,
+            progress=None if args.quiet else _ProgressBar("tiles", unit="tile"),
+        )
+    except UntrustedModelError as e:
+        raise with_trust_hint(e) from None
     warning = bf16_emulation_warning(stylizer.device) if stylizer.dtype == torch.bfloat16 else None
     if warning:
         print(f"warning: --precision {args.precision}: {warning}", file=sys.stderr)
@@ -870,7 +910,11 @@ def stylize_videos(
                 postprocess=lambda content, stylized: postprocess(
                     content, stylized, strength=args.strength, preserve_color=args.preserve_color
                 ),
+                overwrite=args.overwrite,
             )
+        except OutputExistsError as e:
+            _appeared_meanwhile(path, out, e, summary)
+            continue
         except TransformerNetError as e:
             summary.fail(path, e)
             continue
@@ -956,25 +1000,38 @@ class _IterationPrinter:
 def _save(image: torch.Tensor, out: Path, args: argparse.Namespace) -> None:
     """Write the result to its file, or to stdout (``--output -``) in ``--format``."""
     if out != Path(STDIO):
-        save_image(image, out)
+        # Without --overwrite, never over a file another run wrote since the plan.
+        save_image(image, out, overwrite=args.overwrite)
         return
     fmt = writable_format(f"x.{args.format or 'png'}")
     if image.shape[0] == 4 and fmt == "JPEG":
         image = image[:3]
     buffer = io.BytesIO()  # whole, then written: a failed encode leaves stdout empty
     tensor_to_pil(image).save(buffer, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
-    sys.stdout.buffer.write(buffer.getvalue())
-    sys.stdout.buffer.flush()
+    write_stdout(buffer.getvalue())
 
 
 def _report_save(item, total: int, summary: Summary) -> None:
     n, path, out, shape, seconds, fut = item
     try:
         fut.result()
+    except OutputExistsError as e:
+        _appeared_meanwhile(path, out, e, summary)
+        return
     except TransformerNetError as e:
         summary.fail(path, e)
         return
     summary.image(n, total, path, out, shape, seconds)
+
+
+def _appeared_meanwhile(path: Path, out: Path, error: Exception, summary: Summary) -> None:
+    """An output another run wrote after the plan: kept. In a folder that input is
+    skipped, as when its output existed before; a single file's result is an error."""
+    if summary.folder:
+        reason = "written meanwhile by another run?; --overwrite replaces it"
+        summary.skip(path, f"{out} already exists ({reason})")
+    else:
+        summary.fail(path, f"{error} (--overwrite replaces it)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -989,19 +1046,67 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] in COMMANDS:  # stylize.py sheet ... / stylize.py info ...
         build, command = COMMANDS[argv[0]]
         argv = argv[1:]
+    parser = build()
+    wants_json = "--json" in argv
     try:
-        args = build().parse_args(argv)
+        args = parser.parse_args(argv)
     except SystemExit as e:  # --help (0) or a one-line argument error (2)
-        return int(e.code or 0)
+        code = int(e.code or 0)
+        if code and wants_json and parser.error_message:
+            return _json_error(parser.error_message, code)
+        return code
     try:
-        return command(args)
+        code = command(args)
+        _flush_stdout()  # a full device fails here, in one line, not at the interpreter's exit
+        return code
     except TransformerNetError as e:  # the user's input; anything else is a bug: traceback
         print(f"error: {e}", file=sys.stderr)
+        if wants_json and getattr(args, "output", None) != STDIO:
+            return _json_error(str(e), e.exit_code)
         return e.exit_code
     except KeyboardInterrupt:
         print("interrupted: finished outputs are complete; rerun to do the rest", file=sys.stderr)
         return 130
     except BrokenPipeError:  # the reader of stdout went away (`... | head`): stop quietly
-        # stdout to /dev/null, so that the interpreter's last flush cannot fail again
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _silence_stdout()
         return 141  # what a shell reports for a command stopped by SIGPIPE
+    except StdoutError as e:  # a full device: the outputs written so far are whole
+        print(f"error: cannot write to standard output ({e.strerror}); stopped", file=sys.stderr)
+        _silence_stdout()
+        return 1
+
+
+def _json_error(message: str, code: int) -> int:
+    """Under --json a fatal error is an object on stdout too: a script reading only stdout
+    learns why there is nothing else. Returns ``code``."""
+    try:
+        print_json("error", error=message, exit_code=code)
+        _flush_stdout()
+    except OSError:  # stdout is gone too: stderr has the line
+        _silence_stdout()
+    return code
+
+
+def _flush_stdout() -> None:
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as e:
+        raise StdoutError(e.errno, e.strerror or str(e)) from None
+
+
+def _silence_stdout() -> None:
+    """Point stdout's file descriptor at /dev/null: what is still buffered in it then
+    goes nowhere, and the interpreter's last flush cannot fail again ("Exception
+    ignored ... BrokenPipeError", exit 120)."""
+    try:
+        fd = os.open(os.devnull, os.O_WRONLY)
+    except OSError:
+        return
+    try:
+        os.dup2(fd, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # not a real file (a test's capture)
+        pass
+    finally:
+        os.close(fd)

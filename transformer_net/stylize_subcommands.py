@@ -15,33 +15,53 @@ work failed (a model that would not load or run: the sheet has the others),
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import math
+import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm import tqdm
 
 from .catalog import ModelInfo, describe, describe_all, find_models
 from .contact_sheet import contact_sheet, sheet_tiles, stylized_tiles
-from .errors import ConfigError, TransformerNetError
+from .errors import ConfigError, OutputExistsError, TransformerNetError, UntrustedModelError
 from .image import ImageBytes, load_image, save_image, writable_format
 from .inference import default_threads
 from .runners import available_runtimes, open_stylizer, pick_runtime
+
+# The option that loads TorchScript files (they run code when loaded: runners.py).
+TRUST_TORCHSCRIPT = "--trust-torchscript"
+
+
+def add_trust_option(p: argparse.ArgumentParser) -> None:
+    """``--trust-torchscript``, for the commands that load models (stylizing, ``sheet``)."""
+    p.add_argument(
+        TRUST_TORCHSCRIPT,
+        action="store_true",
+        help="load TorchScript files (legacy .pt exports), which run code from the file when "
+        "loaded: only files from a source you trust",
+    )
+
+
+def with_trust_hint(error: UntrustedModelError) -> UntrustedModelError:
+    """The library's refusal of a TorchScript file, with the option that loads it."""
+    return UntrustedModelError(f"{error} (pass {TRUST_TORCHSCRIPT} to load it)")
 
 
 def run_info(args: argparse.Namespace) -> int:
     info = describe(args.model)
     auto = _auto_runtime(info)
     if args.json:
-        print(json.dumps({**info.summary(), "runtimes": available_runtimes(), "auto": auto}))
+        write_stdout(to_json({**info.summary(), "runtimes": available_runtimes(), "auto": auto}))
         return 0
-    for line in info_lines(info):
-        print(line)
-    print("runtimes here:")
-    for runtime in available_runtimes():
-        print(f"  {runtime}")
-    print(f"  --runtime auto runs it in: {auto}")
+    lines = [*info_lines(info), "runtimes here:"]
+    lines += [f"  {runtime}" for runtime in available_runtimes()]
+    lines.append(f"  --runtime auto runs it in: {auto}")
+    write_stdout("\n".join(lines))
     return 0
 
 
@@ -57,7 +77,7 @@ def info_lines(info: ModelInfo) -> list[str]:
     kinds = {
         "torch": "PyTorch model file",
         "onnx": "ONNX export",
-        "torchscript": "TorchScript export",
+        "torchscript": f"TorchScript export (legacy; runs code when loaded: {TRUST_TORCHSCRIPT})",
         "folder": "model folder (safetensors)",
     }
     meta = info.meta
@@ -105,6 +125,8 @@ def run_sheet(args: argparse.Namespace) -> int:
     if not to_stdout:
         if writable_format(out) is None:
             raise ConfigError(f"--output {out}: not an image file name (use .jpg or .png)")
+        if args.input != "-" and _same_file(out, Path(args.input)):  # even with --overwrite
+            raise ConfigError(f"{out}: output would overwrite the input")
         if out.exists() and not args.overwrite:
             raise ConfigError(f"{out}: already exists (pass --overwrite to replace it)")
     source = ImageBytes.from_stdin("--input -") if args.input == "-" else Path(args.input)
@@ -121,9 +143,17 @@ def run_sheet(args: argparse.Namespace) -> int:
 
     def open_tile(path: Path, style: int | None):  # opened per tile: memory of one model
         options = {} if style is None else {"style": style}
-        return open_stylizer(
-            path, device=args.device, runtime=args.runtime, threads=threads, **options
-        )
+        try:
+            return open_stylizer(
+                path,
+                device=args.device,
+                runtime=args.runtime,
+                threads=threads,
+                trust_torchscript=args.trust_torchscript,
+                **options,
+            )
+        except UntrustedModelError as e:
+            raise with_trust_hint(e) from None
 
     tiles = stylized_tiles(
         photo, infos, open_tile, strength=args.strength, preserve_color=args.preserve_color
@@ -160,10 +190,14 @@ def run_sheet(args: argparse.Namespace) -> int:
         return 1
     sheet = contact_sheet(panels, height=photo.shape[1], columns=args.columns)
     if to_stdout:
-        sheet.save(sys.stdout.buffer, format="PNG")
-        sys.stdout.buffer.flush()
+        buffer = io.BytesIO()  # whole, then written: a failed encode leaves stdout empty
+        sheet.save(buffer, format="PNG")
+        write_stdout(buffer.getvalue())
     else:
-        save_image(sheet, out)
+        try:  # not over a sheet another run wrote meanwhile (checked above, before the work)
+            save_image(sheet, out, overwrite=args.overwrite)
+        except OutputExistsError as e:
+            raise OutputExistsError(f"{e} (--overwrite replaces it)") from None
     code = 1 if failed else 0
     tiles = len(panels) - 1
     _emit(
@@ -176,8 +210,18 @@ def run_sheet(args: argparse.Namespace) -> int:
         exit_code=code,
     )
     if not (args.json or to_stdout):
-        print(f"{out}: {len(panels) - 1} tile(s), {sheet.width}x{sheet.height}")
+        write_stdout(f"{out}: {len(panels) - 1} tile(s), {sheet.width}x{sheet.height}")
     return code
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether ``a`` and ``b`` name one file (``./x/../p.png``, a link, a hard link)."""
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one does not exist (yet): not the same file
+        return False
 
 
 def _failure(args: argparse.Namespace, path: Path, reason: str) -> None:
@@ -192,4 +236,43 @@ def _emit(args: argparse.Namespace, kind: str, **fields) -> None:
 
 def print_json(kind: str, **fields) -> None:
     """One ``--json`` object on a line of stdout: ``{"type": kind, ...fields}``."""
-    print(json.dumps({"type": kind, **fields}), flush=True)
+    write_stdout(to_json({"type": kind, **fields}))
+
+
+def to_json(obj: Any) -> str:
+    """``obj`` as strict JSON: NaN and infinities (which Python's json writes as the
+    non-JSON ``NaN``/``Infinity``) become null."""
+    return json.dumps(_finite(obj), allow_nan=False)
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+class StdoutError(OSError):
+    """Standard output took no more (a full device, an I/O error); ``main`` reports it in
+    one line and stops. Not a :class:`TransformerNetError`: no per-input handler may
+    catch it and go on writing to the same stdout. A closed pipe stays a
+    ``BrokenPipeError`` (exit 141, quietly, as after SIGPIPE)."""
+
+
+def write_stdout(data: str | bytes) -> None:
+    """A line of text (a newline added) or bytes (as they are) on stdout, flushed now, so
+    that a full device fails here, not at the interpreter's exit."""
+    try:
+        if isinstance(data, bytes):
+            sys.stdout.buffer.write(data)
+            sys.stdout.buffer.flush()
+        else:
+            sys.stdout.write(data + "\n")
+            sys.stdout.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as e:
+        raise StdoutError(e.errno, e.strerror or str(e)) from None

@@ -176,6 +176,7 @@ def stylize_video(
     temporal_smoothing: float = 0.0,
     progress: Callable[[int, int | None], None] | None = None,
     postprocess: Finish | None = None,
+    overwrite: bool = True,
 ) -> VideoReport:
     """Stylize every frame of ``src`` with ``stylizer`` (its ``batch``) into ``dst``.
 
@@ -185,6 +186,8 @@ def stylize_video(
     say). ``postprocess(frame, stylized)`` (uint8 (3, H, W) each) finishes every
     frame, e.g. ``color.postprocess`` for --strength and --preserve-color.
     Raises :class:`VideoError` naming the file; ``dst`` then does not exist.
+    ``overwrite=False``: a ``dst`` that appeared meanwhile (another process) is kept:
+    :class:`OutputExistsError`.
     """
     src, dst = Path(src), Path(dst)
     av = require_av(src)
@@ -194,7 +197,7 @@ def stylize_video(
     start = time.perf_counter()
     with InputVideo(av, src) as inp:
         size = inp.output_size(max_side=max_side, scale=scale)
-        with atomic_path(dst) as tmp:
+        with atomic_path(dst, overwrite=overwrite) as tmp:
             out = OutputVideo(av, tmp, name=dst, size=size, rate=inp.rate, crf=crf, audio=inp.audio)
             try:
                 frames = _stylize_frames(
