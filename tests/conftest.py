@@ -52,6 +52,21 @@ def style_file(tmp_path: Path) -> Path:
     return write_photo(tmp_path / "style.png", size=(64, 48), seed=99)
 
 
+def mounted_tmpfs(mount: Path, options: str, what: str):
+    """Mount a real tmpfs at ``mount`` with ``options`` (root only; else skip), yield it,
+    unmount. ``what`` names it in the skip message."""
+    import subprocess
+
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount)], capture_output=True
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount {what} here (needs root)")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=False)
+
+
 def require(path: Path) -> Path:
     if not path.exists():
         pytest.skip(f"{path} not present")

@@ -9,14 +9,13 @@ folder's files, thumbnails embedded in the file), never a path its metadata name
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
 import torch
 
 from tests import test_runs, test_sharing
-from tests.conftest import load_script, script_main, write_photo
+from tests.conftest import load_script, mounted_tmpfs, script_main, write_photo
 from tests.test_optimize import _evaluate_argv
 from tests.test_runs import fill
 from tests.test_sharing import lay_out_cache, tiny_net
@@ -297,15 +296,7 @@ def test_an_output_under_a_regular_file_is_refused(tmp_path, model_file, fmt, ca
 @pytest.fixture
 def read_only(tmp_path) -> Path:
     """A read-only folder that root cannot write either (a read-only tmpfs), else skip."""
-    mount = tmp_path / "ro"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mount)], capture_output=True
-    )
-    if done.returncode != 0:
-        pytest.skip("cannot mount a read-only tmpfs here (needs root)")
-    yield mount
-    subprocess.run(["umount", str(mount)], check=False)
+    yield from mounted_tmpfs(tmp_path / "ro", "ro,size=1m", "a read-only tmpfs")
 
 
 @pytest.mark.parametrize(

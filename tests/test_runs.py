@@ -5,13 +5,12 @@ from __future__ import annotations
 import errno
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.conftest import write_photo
+from tests.conftest import mounted_tmpfs, write_photo
 from tests.test_train import make_cfg, tiny_overrides
 from train import train
 from transformer_net import atomic
@@ -165,15 +164,7 @@ def test_checkpoints_never_pass_through_tmpdir(tmp_path, photo_dir, style_file, 
 @pytest.fixture
 def small_disk(tmp_path):
     """A real 4 MB tmpfs (root only), else skip."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True
-    )
-    if done.returncode != 0:
-        pytest.skip("cannot mount a tmpfs here (needs root)")
-    yield mount
-    subprocess.run(["umount", str(mount)], check=False)
+    yield from mounted_tmpfs(tmp_path / "disk", "size=4m", "a tmpfs")
 
 
 def fill(disk: Path, leave: int) -> None:
